@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` serves the API, `make test` passes the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+# The embedded store lives under ./data unless the operator says otherwise.
+export QDRANT_PATH ?= $(CURDIR)/data/qdrant
+# No telemetry from an air-gapped service.
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install install-gpu run test samples clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# onnxruntime-gpu and the CPU onnxruntime wheel (pulled in by insightface) install the
+# same module: put the GPU wheel in last and alone, so it owns `onnxruntime`.
+install-gpu: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[gpu]'
+	$(BIN)/python -m pip uninstall --yes onnxruntime onnxruntime-gpu
+	$(BIN)/python -m pip install --quiet --no-deps 'onnxruntime-gpu>=1.20,<2'
+	$(BIN)/python -c "import onnxruntime as o; print('onnxruntime providers:', o.get_available_providers())"
+
+run: $(STAMP)
+	$(BIN)/serve run serve_config.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# frontal/left/right/probe/different-person JPEGs for the README's curl examples.
+samples: $(STAMP)
+	$(BIN)/python -m serve_app.samples test_images
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,71 @@
+"""Runtime configuration, read from the environment (names from the deployment plan).
+
+Every deployment replica builds its own `Settings()`; Ray workers inherit the
+environment of the process that started Ray, and `serve_config.yaml` may add more
+through `runtime_env.env_vars`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAME = "face-pipeline-search-api"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # --- store -----------------------------------------------------------------
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded Qdrant Edge")
+    qdrant_api_key: str | None = None
+    qdrant_path: Path = Field(Path("data/qdrant"), description="Embedded store directory")
+    qdrant_timeout_s: float = 10.0
+    qdrant_collection: str = "faces_v1"
+    identity_collection: str = "identities_v1"
+    vector_dim: int = 512
+
+    # --- verification-first flow --------------------------------------------------
+    enable_verification_flow: bool = True
+    verify_hi_threshold: float = Field(0.78, ge=0.0, le=1.0)
+    # A request may raise the threshold, never lower it below this floor.
+    verify_threshold_floor: float = Field(0.75, ge=0.0, le=1.0)
+    verify_top_k: int = Field(50, ge=1, le=1000)
+    verify_hnsw_ef: int = Field(128, ge=1)
+    # Enrollment photos must agree with each other at least this much ((1+cos)/2 scale).
+    # Same person: cosine >= ~0.45 on public pairs; different people: <= ~0.33.
+    enroll_min_similarity: float = Field(0.70, ge=0.0, le=1.0)
+    search_max_top_k: int = Field(100, ge=1)
+
+    # --- models ---------------------------------------------------------------------
+    face_model_dir: Path | None = Field(None, description="Directory of another model pack")
+    face_detector_file: str | None = None
+    face_recognizer_file: str | None = None
+    face_device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
+    det_size: int = Field(640, ge=160, le=1280)
+    det_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    min_face_size: int = Field(20, ge=1, description="Smallest face side in pixels")
+    ort_intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime default")
+
+    # --- input limits -----------------------------------------------------------------
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=10_000)
+    max_enroll_images: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _floor_below_default(self) -> "Settings":
+        if self.verify_threshold_floor > self.verify_hi_threshold:
+            raise ValueError("VERIFY_THRESHOLD_FLOOR must not exceed VERIFY_HI_THRESHOLD")
+        return self
+
+    @property
+    def embedded_store(self) -> bool:
+        return not self.qdrant_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,57 @@
+"""FaceEmbedder: detection + alignment + embedding, batched across concurrent requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from serve_app.config import get_settings
+from serve_app.embedding import EmbedRequest, EmbedResult, load_pipeline
+
+logger = logging.getLogger("ray.serve")
+
+DEFAULT_BATCH = {"max_batch_size": 8, "batch_wait_timeout_s": 0.005}
+
+
+# max_ongoing_requests must be >= max_batch_size or batches never fill.
+@serve.deployment(max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
+class FaceEmbedder:
+    def __init__(self) -> None:
+        settings = get_settings()
+        self.pipeline = load_pipeline(settings)
+        self.batch_config = dict(DEFAULT_BATCH)
+        self._warm_up()
+        logger.info("FaceEmbedder ready: detector on %s, recognizer on %s",
+                    self.pipeline.detector.provider, self.pipeline.recognizer.provider)
+
+    def _warm_up(self) -> None:
+        # The first onnxruntime run allocates and (on CUDA) autotunes; pay for it here,
+        # not in the first client's request.
+        size = self.pipeline.detector.input_size
+        self.pipeline.detector.detect([np.zeros((size, size, 3), np.uint8)] * 2)
+        crop = self.pipeline.recognizer.crop_size
+        self.pipeline.recognizer.embed([np.zeros((crop, crop, 3), np.uint8)] * 2)
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        self.batch_config = {**DEFAULT_BATCH, **(config or {})}
+        self.embed.set_max_batch_size(int(self.batch_config["max_batch_size"]))
+        self.embed.set_batch_wait_timeout_s(float(self.batch_config["batch_wait_timeout_s"]))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def embed(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
+        # onnxruntime releases the GIL: run it off the event loop so requests keep
+        # queueing (and the next batch keeps forming) while this one computes.
+        return await asyncio.to_thread(self.pipeline.run, requests)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "provider": self.pipeline.recognizer.provider,
+            "detector_provider": self.pipeline.detector.provider,
+            "vector_dim": self.pipeline.dim,
+            "batch": self.batch_config,
+        }

@@ -1,0 +1,1 @@
+"""The service's use cases, free of Ray and HTTP: each takes its ports and plain values."""

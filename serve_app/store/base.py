@@ -1,0 +1,105 @@
+"""The storage interface the rest of the service sees.
+
+Deliberately small: keyword-equality filters, cosine search, point CRUD and payload
+updates. Both engines implement it and pass the same contract tests.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Keyword equality per field: a value, or a list meaning "any of these".
+# A value of None means "the field is absent" (e.g. faces not tagged yet).
+FilterValue = str | Sequence[str] | None
+Filter = Mapping[str, FilterValue]
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    name: str
+    dim: int
+    keyword_indexes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    payload: dict[str, Any]
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float  # cosine similarity in [-1, 1]
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    points: int
+    dim: int
+    keyword_indexes: tuple[str, ...]
+
+
+class VectorStore(abc.ABC):
+    engine: str
+
+    @abc.abstractmethod
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        """Create the collection and its payload indexes if missing; idempotent."""
+
+    @abc.abstractmethod
+    def describe(self, collection: str) -> CollectionInfo: ...
+
+    @abc.abstractmethod
+    def upsert(self, collection: str, records: Sequence[Record]) -> None:
+        """Insert or replace whole points (vector and payload)."""
+
+    @abc.abstractmethod
+    def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Record]: ...
+
+    @abc.abstractmethod
+    def search(
+        self,
+        collection: str,
+        vector: np.ndarray,
+        where: Filter,
+        limit: int,
+        hnsw_ef: int | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Hit]: ...
+
+    @abc.abstractmethod
+    def scroll(self, collection: str, where: Filter, with_vectors: bool = False,
+               page_size: int = 256) -> list[Record]:
+        """Every point matching the filter."""
+
+    @abc.abstractmethod
+    def count(self, collection: str, where: Filter) -> int: ...
+
+    @abc.abstractmethod
+    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any]) -> None:
+        """Merge these keys into the payload of existing points."""
+
+    @abc.abstractmethod
+    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, collection: str, ids: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    def delete_where(self, collection: str, where: Filter) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for engines without resources
+        """Release files and connections."""
+
+
+def as_list(vector: np.ndarray) -> list[float]:
+    return np.asarray(vector, dtype=np.float32).reshape(-1).tolist()

@@ -1,0 +1,151 @@
+"""Qdrant server (single node or distributed) through `qdrant-client`.
+
+Used when QDRANT_URL is set. Tests run the same code on `QdrantClient(":memory:")`,
+qdrant-client's local mode, which speaks the same API (without payload indexes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from serve_app.store.base import (
+    CollectionInfo,
+    CollectionSpec,
+    Filter,
+    Hit,
+    Record,
+    VectorStore,
+    as_list,
+)
+
+
+def _condition(key: str, value: Any) -> Any:
+    if value is None:
+        return models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
+    if isinstance(value, str):
+        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+    return models.FieldCondition(key=key, match=models.MatchAny(any=list(value)))
+
+
+def _filter(where: Filter) -> models.Filter | None:
+    if not where:
+        return None
+    return models.Filter(must=[_condition(key, value) for key, value in where.items()])
+
+
+class QdrantServerStore(VectorStore):
+    engine = "qdrant-server"
+
+    def __init__(self, client: QdrantClient) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None, timeout_s: float) -> "QdrantServerStore":
+        return cls(QdrantClient(url=url, api_key=api_key or None, timeout=int(max(1, timeout_s))))
+
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        if not self.client.collection_exists(spec.name):
+            try:
+                self.client.create_collection(
+                    spec.name,
+                    vectors_config=models.VectorParams(size=spec.dim, distance=models.Distance.COSINE),
+                )
+            except Exception:
+                # Another replica may have created it between the check and the create.
+                if not self.client.collection_exists(spec.name):
+                    raise
+        info = self.describe(spec.name)
+        if info.dim != spec.dim:
+            raise ValueError(f"collection {spec.name} holds {info.dim}-d vectors, expected {spec.dim}")
+        for field_name in spec.keyword_indexes:
+            if field_name not in info.keyword_indexes:
+                self.client.create_payload_index(
+                    spec.name, field_name, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+                )
+
+    def describe(self, collection: str) -> CollectionInfo:
+        info = self.client.get_collection(collection)
+        vectors = info.config.params.vectors
+        dim = vectors.size if isinstance(vectors, models.VectorParams) else 0
+        keywords = tuple(sorted(
+            name for name, schema in (info.payload_schema or {}).items()
+            if schema.data_type == models.PayloadSchemaType.KEYWORD
+        ))
+        return CollectionInfo(collection, int(info.points_count or 0), int(dim), keywords)
+
+    def upsert(self, collection: str, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        points = [models.PointStruct(id=r.id, vector=as_list(r.vector), payload=dict(r.payload))  # type: ignore[arg-type]
+                  for r in records]
+        self.client.upsert(collection, points=points, wait=True)
+
+    def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
+        if not ids:
+            return []
+        found = self.client.retrieve(collection, list(ids), with_payload=True, with_vectors=with_vectors)
+        return [self._record(point, with_vectors) for point in found]
+
+    @staticmethod
+    def _record(point: Any, with_vectors: bool) -> Record:
+        vector = np.asarray(point.vector, dtype=np.float32) if with_vectors and point.vector is not None else None
+        return Record(id=str(point.id), payload=dict(point.payload or {}), vector=vector)
+
+    def search(
+        self,
+        collection: str,
+        vector: np.ndarray,
+        where: Filter,
+        limit: int,
+        hnsw_ef: int | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        response = self.client.query_points(
+            collection,
+            query=as_list(vector),
+            query_filter=_filter(where),
+            limit=limit,
+            with_payload=True,
+            score_threshold=score_threshold,
+            search_params=models.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None,
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def scroll(self, collection: str, where: Filter, with_vectors: bool = False,
+               page_size: int = 256) -> list[Record]:
+        records: list[Record] = []
+        offset = None
+        while True:
+            page, offset = self.client.scroll(collection, scroll_filter=_filter(where), limit=page_size,
+                                              offset=offset, with_payload=True, with_vectors=with_vectors)
+            records.extend(self._record(point, with_vectors) for point in page)
+            if offset is None:
+                return records
+
+    def count(self, collection: str, where: Filter) -> int:
+        return int(self.client.count(collection, count_filter=_filter(where), exact=True).count)
+
+    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any]) -> None:
+        if ids:
+            self.client.set_payload(collection, payload=dict(payload), points=list(ids), wait=True)
+
+    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str]) -> None:
+        if ids:
+            self.client.delete_payload(collection, keys=list(keys), points=list(ids), wait=True)
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        if ids:
+            self.client.delete(collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
+    def delete_where(self, collection: str, where: Filter) -> None:
+        flt = _filter(where)
+        if flt is None:
+            raise ValueError("refusing to delete a whole collection without a filter")
+        self.client.delete(collection, points_selector=models.FilterSelector(filter=flt), wait=True)
+
+    def close(self) -> None:
+        self.client.close()
