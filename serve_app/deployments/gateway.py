@@ -1,8 +1,7 @@
 """Gateway: the HTTP ingress. Validates, resolves the tenant, decodes base64, and hands
 the work to the flows, whose ports are the FaceEmbedder and FaceStore handles."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must see the real body types.
 import asyncio
 import logging
 import time
@@ -49,6 +48,10 @@ api = FastAPI(
     description="Face enrollment, 1:1 verification (verification-first) and 1:N search.",
 )
 install_error_handlers(api)
+
+
+async def _await(response: Any) -> Any:
+    return await response
 
 
 class HandleEmbedder:
@@ -100,6 +103,7 @@ class Gateway:
             try:
                 return await asyncio.wait_for(_await(handle.health.remote()), HEALTH_TIMEOUT_S)
             except Exception as error:  # any failure of a component is "down", with its reason
+                logger.warning("health probe failed: %r", error)
                 return {"status": "down", "error": type(error).__name__}
 
         embedder, store = await asyncio.gather(probe(self._embedder), probe(self._store))
@@ -147,7 +151,3 @@ class Gateway:
         answer = await search_flow.search(self.ports, tenant, image, body.top_k)
         self.metrics.search_latency(time.perf_counter() - started)
         return answer
-
-
-async def _await(response: Any) -> Any:
-    return await response
