@@ -17,7 +17,8 @@ SERVICE_NAME = "face-pipeline-search-api"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # Empty values (as in a copied env.example) mean "use the default".
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True)
 
     # --- store -----------------------------------------------------------------
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded Qdrant Edge")

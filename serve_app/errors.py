@@ -28,7 +28,10 @@ class DomainError(Exception):
 
 
 def _rebuild(cls: type[DomainError], code: str, status: int, extra: dict[str, Any]) -> DomainError:
-    return cls(code, status, **extra)
+    # Subclasses have their own __init__ signatures: restore through the base one.
+    error = cls.__new__(cls)
+    DomainError.__init__(error, code, status, **extra)
+    return error
 
 
 class InvalidImage(DomainError):

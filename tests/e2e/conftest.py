@@ -1,0 +1,30 @@
+"""One real Serve app (serve_config.yaml, real models, embedded Qdrant Edge) per session."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from serve_app.launcher import ServeProcess
+
+
+@pytest.fixture(scope="session")
+def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    app = ServeProcess(tmp_path_factory.mktemp("serve"))
+    seconds = app.start()
+    print(f"\nServe app healthy after {seconds:.1f}s on {app.url} (log: {app.log_path})")
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="session")
+def client(serve_app: ServeProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=serve_app.url, timeout=60) as http:
+        yield http
+
+
+def data_uri(data: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()

@@ -1,0 +1,146 @@
+"""The real models on photos that ship inside installed packages."""
+
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+
+from serve_app.embedding import EmbedRequest, FacePipeline, FaceSelection
+from serve_app.models.pack import ModelPackError, choose_providers, locate_pack
+from serve_app.samples import (
+    adjust,
+    crop_box,
+    encode_jpeg,
+    package_image_path,
+    read_package_image,
+    resize,
+    rotate,
+)
+from serve_app.similarity import cosine, similarity_from_cosine
+
+THRESHOLD = 0.78  # the plan's production threshold, (1+cos)/2 scale
+
+
+def embed_all(pipeline: FacePipeline, image: np.ndarray):
+    return pipeline.run([EmbedRequest(encode_jpeg(image, 95), FaceSelection.ALL)])[0]
+
+
+def embed_largest(pipeline: FacePipeline, image: np.ndarray) -> np.ndarray:
+    return pipeline.run([EmbedRequest(encode_jpeg(image, 95))])[0].largest().embedding
+
+
+@pytest.fixture(scope="module")
+def players(pipeline: FacePipeline):
+    image = read_package_image("players.jpg")
+    result = embed_all(pipeline, image)
+    assert len(result.faces) >= 10, "players.jpg should show many faces"
+    return image, result
+
+
+def test_default_pack_is_located_without_download() -> None:
+    pack = locate_pack(None)
+    assert pack.detector.name == "scrfd_500m_bnkps.onnx"
+    assert pack.recognizer.name == "w600k_mbf.onnx"
+    assert pack.detector.is_file() and pack.recognizer.is_file()
+
+
+def test_model_dir_without_models_is_refused(tmp_path) -> None:
+    with pytest.raises(ModelPackError, match="detector"):
+        locate_pack(tmp_path)
+
+
+def test_cpu_provider_always_last() -> None:
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    assert choose_providers("auto")[-1] == "CPUExecutionProvider"
+
+
+def test_embeddings_are_unit_length_and_512d(players) -> None:
+    _, result = players
+    vectors = np.stack([face.embedding for face in result.faces])
+    assert vectors.shape[1] == 512
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_different_people_are_not_verified_against_each_other(players) -> None:
+    _, result = players
+    for a, b in itertools.combinations(result.faces, 2):
+        similarity = similarity_from_cosine(cosine(a.embedding, b.embedding))
+        assert similarity < THRESHOLD, (a.box, b.box, similarity)
+
+
+@pytest.mark.parametrize(
+    "name, transform",
+    [
+        ("flip", lambda im: cv2.flip(im, 1)),
+        ("scale_0.6", lambda im: resize(im, 0.6)),
+        ("scale_1.5", lambda im: resize(im, 1.5)),
+        ("brighter", lambda im: adjust(im, brightness=40)),
+        ("darker", lambda im: adjust(im, brightness=-40, contrast=0.8)),
+        ("rotate_10", lambda im: rotate(im, 10)),
+        ("jpeg_q40", lambda im: cv2.imdecode(np.frombuffer(encode_jpeg(im, 40), np.uint8), cv2.IMREAD_COLOR)),
+    ],
+)
+def test_same_face_survives_photometric_and_geometric_changes(pipeline, players, name, transform) -> None:
+    image, result = players
+    # Each of a few players, cut out with context, transformed, must still match itself.
+    for face in result.faces[:4]:
+        crop = crop_box(image, face.box, margin=0.8)
+        probe = embed_largest(pipeline, transform(crop))
+        similarity = similarity_from_cosine(cosine(probe, face.embedding))
+        assert similarity >= THRESHOLD, (name, face.box, similarity)
+        # ...and matches itself better than anyone else in the photo.
+        best = max(result.faces, key=lambda other: cosine(probe, other.embedding))
+        assert best is face, name
+
+
+def test_batched_detection_matches_single_image_detection(pipeline) -> None:
+    images = [read_package_image(n) for n in ("players.jpg", "gdp.jpg", "yaoming.jpg", "t1.jpg")]
+    batched = pipeline.detector.detect(images)
+    for image, together in zip(images, batched):
+        alone = pipeline.detector.detect([image])[0]
+        assert len(alone) == len(together) > 0
+        np.testing.assert_allclose(alone.boxes, together.boxes, atol=0.5)
+
+
+def test_pipeline_batch_keeps_requests_apart(pipeline, samples) -> None:
+    requests = [
+        EmbedRequest(samples["group"], FaceSelection.ALL),
+        EmbedRequest(samples["frontal"]),
+        EmbedRequest(b"not an image"),
+        EmbedRequest(encode_jpeg(np.full((200, 200, 3), 127, np.uint8))),
+    ]
+    group, frontal, garbage, blank = pipeline.run(requests)
+    assert len(group.faces) == 6
+    assert len(frontal.faces) == 1 and frontal.error is None
+    assert garbage.error is not None and garbage.error.code == "not_an_image"
+    assert blank.error is not None and blank.error.code == "no_face_detected"
+    single = pipeline.run([EmbedRequest(samples["frontal"])])[0].faces[0]
+    np.testing.assert_allclose(single.embedding, frontal.faces[0].embedding, atol=1e-5)
+
+
+def test_largest_face_is_chosen_for_probes(pipeline) -> None:
+    image = read_package_image("gdp.jpg")
+    everyone = embed_all(pipeline, image).faces
+    largest = embed_largest(pipeline, image)
+    areas = [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in everyone]
+    expected = everyone[int(np.argmax(areas))].embedding
+    assert cosine(largest, expected) > 0.999
+
+
+def test_faces_below_minimum_size_are_refused_for_probes(pipeline) -> None:
+    portrait = read_package_image("yaoming.jpg")
+    tiny = resize(portrait, 0.15)  # a ~16 px face: detected, but below the 20 px minimum
+    canvas = np.full((200, 200, 3), 90, np.uint8)
+    canvas[: tiny.shape[0], : tiny.shape[1]] = tiny
+    result = pipeline.run([EmbedRequest(encode_jpeg(canvas))])[0]
+    assert result.error is not None and result.error.code == "face_too_small"
+    assert result.small_faces_dropped == 1
+
+
+def test_package_image_lookup_refuses_unknown_names() -> None:
+    assert package_image_path("players.jpg").is_file()
+    with pytest.raises(FileNotFoundError):
+        package_image_path("nobody.jpg")
