@@ -30,6 +30,9 @@ _FIELD_CODES = {
     "top_k": "invalid_top_k",
     "images_b64": "invalid_images",
     "image_b64": "invalid_image",
+    "site": "invalid_site",
+    "url": "invalid_url",
+    "metadata": "invalid_metadata",
 }
 
 

@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     enroll_min_similarity: float = Field(0.70, ge=0.0, le=1.0)
     search_max_top_k: int = Field(100, ge=1)
 
+    # --- gallery ingestion ----------------------------------------------------------
+    # Images whose 64-bit perceptual hashes differ in at most this many bits are copies.
+    # At most 7: the banded candidate lookup (serve_app.dedup) is exact up to there.
+    dedup_max_distance: int = Field(6, ge=0, le=7)
+    # How many gallery faces one (re-)enrollment may tag at most.
+    retag_max_faces: int = Field(10_000, ge=1)
+    max_metadata_fields: int = Field(32, ge=0)
+
     # --- models ---------------------------------------------------------------------
     face_model_dir: Path | None = Field(None, description="Directory of another model pack")
     face_detector_file: str | None = None

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from serve_app.dedup import perceptual_hash
 from serve_app.errors import DomainError, NoFaceDetected
 from serve_app.images import load_image
 from serve_app.models.detector import FaceDetector
@@ -43,6 +44,9 @@ class Face:
 class EmbedRequest:
     data: bytes
     selection: FaceSelection = FaceSelection.LARGEST
+    # Gallery ingestion also wants the image's perceptual hash, computed here because
+    # this is where the image is decoded.
+    with_phash: bool = False
 
 
 @dataclass
@@ -51,6 +55,7 @@ class EmbedResult:
     width: int = 0
     height: int = 0
     small_faces_dropped: int = 0
+    p_hash: str | None = None
     error: DomainError | None = None
 
     def largest(self) -> Face:
@@ -90,6 +95,8 @@ class FacePipeline:
                 results[index].error = error
                 continue
             results[index].height, results[index].width = image.shape[:2]
+            if request.with_phash:
+                results[index].p_hash = perceptual_hash(image)
             images.append(image)
             owners.append(index)
 

@@ -3,8 +3,9 @@
 Two collections (names from the config):
 - identities (`identities_v1`): one template per (tenant, identity), under a point id
   derived from both, so re-enrolling replaces it.
-- faces (`faces_v1`): the gallery. Enrollment photos land here too (`source:
-  "enrollment"`), tagged with their identity; ingested faces follow (issue: ingestion).
+- faces (`faces_v1`): the gallery. Ingested faces (`source: "ingest"`) carry the
+  image's perceptual hash for de-duplication and, when they match an enrolled identity,
+  its `identity_id`. Enrollment photos land here too (`source: "enrollment"`).
 
 Every read and write names a tenant and filters on it: no method can return another
 tenant's points.
@@ -20,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from serve_app.dedup import hash_bands, hamming
 from serve_app.store.base import CollectionSpec, Hit, Record, VectorStore
 
 # Fixed namespace so that point ids are stable across processes and releases.
 _ID_NAMESPACE = uuid.UUID("5f0c1e0e-6d2b-4c53-9b0c-2b7f4c6a9e11")
 
-FACE_INDEXES = ("tenant_id", "p_hash_prefix", "site", "identity_id")
+# The plan's four, plus image_id: resumable bulk ingestion asks "is this image in?".
+FACE_INDEXES = ("tenant_id", "p_hash_prefix", "site", "identity_id", "image_id")
 IDENTITY_INDEXES = ("tenant_id", "identity_id")
 
 
@@ -52,6 +55,24 @@ class GalleryFace:
     id: str
     embedding: np.ndarray
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image already in the gallery, found by (near-)equal perceptual hash."""
+
+    image_id: str
+    p_hash: str
+    distance: int
+    face_ids: list[str]
+    url: str | None = None
+    site: str | None = None
+
+
+@dataclass(frozen=True)
+class IdentityMatch:
+    identity_id: str
+    cosine: float
 
 
 class FaceRepository:
@@ -126,3 +147,72 @@ class FaceRepository:
 
     def count_faces(self, tenant_id: str) -> int:
         return self.store.count(self.faces, {"tenant_id": tenant_id})
+
+    # --- ingestion -------------------------------------------------------------------
+    def find_duplicate(self, tenant_id: str, p_hash: str, max_distance: int) -> StoredImage | None:
+        """The tenant's stored image nearest to this hash, if within `max_distance` bits."""
+        candidates = self.store.scroll(self.faces, {"tenant_id": tenant_id, "p_hash_prefix": hash_bands(p_hash)})
+        images: dict[str, StoredImage] = {}
+        for record in candidates:
+            other = record.payload.get("p_hash")
+            image_id = record.payload.get("image_id")
+            if not other or not image_id or record.payload.get("tenant_id") != tenant_id:
+                continue
+            distance = hamming(p_hash, other)
+            if distance > max_distance:
+                continue
+            known = images.get(image_id)
+            if known is None:
+                images[image_id] = StoredImage(image_id, other, distance, [record.id],
+                                               record.payload.get("url"), record.payload.get("site"))
+            else:
+                known.face_ids.append(record.id)
+        if not images:
+            return None
+        return min(images.values(), key=lambda image: (image.distance, image.image_id))
+
+    def image_ingested(self, tenant_id: str, image_id: str) -> bool:
+        return self.store.count(self.faces, {"tenant_id": tenant_id, "image_id": image_id}) > 0
+
+    def match_identities(self, tenant_id: str, vectors: Sequence[np.ndarray], min_cosine: float
+                         ) -> list[IdentityMatch | None]:
+        """For each face, the tenant's best enrolled identity at or above `min_cosine`."""
+        matches: list[IdentityMatch | None] = []
+        for vector in vectors:
+            hits = self.store.search(self.identities, vector, {"tenant_id": tenant_id}, 1,
+                                     score_threshold=min_cosine)
+            hit = hits[0] if hits and hits[0].payload.get("tenant_id") == tenant_id else None
+            matches.append(IdentityMatch(hit.payload["identity_id"], hit.score) if hit else None)
+        return matches
+
+    def add_faces(self, tenant_id: str, faces: Sequence[GalleryFace]) -> None:
+        self.store.upsert(self.faces, [
+            Record(face.id, {**face.payload, "tenant_id": tenant_id}, face.embedding) for face in faces
+        ])
+
+    def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray, min_cosine: float,
+                       limit: int) -> dict[str, int]:
+        """Make the gallery's ingested faces agree with a new template of `identity_id`.
+
+        Tags the faces that now match it (unless they match another identity better)
+        and untags those it no longer matches.
+        """
+        where = {"tenant_id": tenant_id, "source": "ingest"}
+        hits = self.store.search(self.faces, template, where, limit, score_threshold=min_cosine)
+        tagged = 0
+        matched: set[str] = set()
+        for hit in hits:
+            if hit.payload.get("tenant_id") != tenant_id:
+                continue
+            current = hit.payload.get("identity_id")
+            if current not in (None, identity_id) and float(hit.payload.get("identity_score", -1.0)) >= hit.score:
+                continue  # another identity claims this face more strongly
+            matched.add(hit.id)
+            if current != identity_id or hit.payload.get("identity_score") != hit.score:
+                self.store.set_payload(self.faces, [hit.id], {"identity_id": identity_id,
+                                                              "identity_score": hit.score})
+                tagged += current != identity_id
+        stale = [record.id for record in self.store.scroll(self.faces, {**where, "identity_id": identity_id})
+                 if record.id not in matched]
+        self.store.delete_payload_keys(self.faces, stale, ["identity_id", "identity_score"])
+        return {"tagged": tagged, "untagged": len(stale)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -105,14 +106,42 @@ def sample_set() -> dict[str, bytes]:
     }
 
 
+GALLERY_SOURCES = ("players.jpg", "gdp.jpg", "t1.jpg", "yaoming.jpg")
+
+
+def synthetic_gallery(count: int, seed: int = 0, size: int = 640) -> Iterator[tuple[str, bytes]]:
+    """`count` distinct crawled-looking photos: 2x2 mosaics of random crops of the
+    package photos, each tile rescaled, some mirrored or recoloured. Distinct enough
+    that no two are perceptual duplicates, with 0 to a dozen faces each."""
+    rng = np.random.default_rng(seed)
+    sources = [read_package_image(name) for name in GALLERY_SOURCES]
+    tile = size // 2
+    for index in range(count):
+        canvas = np.zeros((size, size, 3), np.uint8)
+        for row, col in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            source = sources[int(rng.integers(len(sources)))]
+            height, width = source.shape[:2]
+            side = int(rng.integers(min(height, width) // 3, min(height, width) + 1))
+            top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+            piece = cv2.resize(source[top:top + side, left:left + side], (tile, tile))
+            if rng.random() < 0.5:
+                piece = cv2.flip(piece, 1)
+            piece = adjust(piece, brightness=float(rng.uniform(-30, 30)), contrast=float(rng.uniform(0.8, 1.2)))
+            canvas[row * tile:(row + 1) * tile, col * tile:(col + 1) * tile] = piece
+        yield f"gallery_{index:05d}.jpg", encode_jpeg(canvas, int(rng.integers(70, 95)))
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the sample photos as JPEG files.")
+    parser = argparse.ArgumentParser(description="Write the sample photos (or a synthetic gallery) as JPEGs.")
     parser.add_argument("directory", type=Path, nargs="?", default=Path("test_images"))
+    parser.add_argument("--gallery", type=int, metavar="N", help="write N synthetic gallery photos instead")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.directory.mkdir(parents=True, exist_ok=True)
-    for name, data in sample_set().items():
-        (args.directory / f"{name}.jpg").write_bytes(data)
-        print(args.directory / f"{name}.jpg")
+    items = synthetic_gallery(args.gallery, args.seed) if args.gallery else sample_set().items()
+    for name, data in items:
+        (args.directory / (name if name.endswith(".jpg") else f"{name}.jpg")).write_bytes(data)
+    print(f"wrote {args.gallery or len(sample_set())} images to {args.directory}")
 
 
 if __name__ == "__main__":

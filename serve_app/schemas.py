@@ -39,6 +39,19 @@ class SearchRequest(_Body):
     top_k: int = Field(10, description="1..SEARCH_MAX_TOP_K")
 
 
+SiteId = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, max_length=128)]
+MetadataValue = Annotated[str, StringConstraints(max_length=1024)] | int | float | bool | None
+
+
+class IngestRequest(_Body):
+    tenant_id: TenantId | None = None
+    site: SiteId = Field(description="Where the image was crawled from (indexed)")
+    image_b64: ImageB64
+    url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(None, description="Source URL")
+    metadata: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], MetadataValue] = Field(
+        default_factory=dict, description="Client metadata stored with each face (flat, bounded)")
+
+
 class IdentityRef(BaseModel):
     tenant_id: str
     identity_id: str
@@ -71,6 +84,8 @@ class EnrollResponse(BaseModel):
     images_used: int
     consistency: float = Field(description="Lowest similarity between two enrollment photos")
     faces: list[FaceInfo]
+    gallery_faces_tagged: int = Field(0, description="Ingested faces newly tagged with this identity")
+    gallery_faces_untagged: int = Field(0, description="Faces no longer matching after re-enrollment")
 
 
 class VerifyResponse(BaseModel):
@@ -93,6 +108,33 @@ class SearchResponse(BaseModel):
     query: SearchQuery
     hits: list[FaceHit]
     count: int
+
+
+class IngestedFace(BaseModel):
+    face_id: str
+    box: Box
+    det_score: float
+    identity_id: str | None = None
+    similarity: float | None = Field(None, description="To the tagged identity's template")
+
+
+class DuplicateOf(BaseModel):
+    image_id: str
+    url: str | None = None
+    site: str | None = None
+    distance: int = Field(description="Hamming distance between the 64-bit perceptual hashes")
+
+
+class IngestResponse(BaseModel):
+    status: str = Field(description="ingested | no_faces | duplicate | already_ingested")
+    tenant_id: str
+    image_id: str = Field(description="SHA-256 of the image bytes")
+    p_hash: str
+    face_ids: list[str]
+    faces: list[IngestedFace]
+    count: int
+    duplicate_of: DuplicateOf | None = None
+    small_faces_dropped: int = 0
 
 
 class HealthResponse(BaseModel):

@@ -13,6 +13,11 @@ def similarity_from_cosine(cosine: float) -> float:
     return float(min(1.0, max(0.0, (1.0 + float(cosine)) / 2.0)))
 
 
+def cosine_from_similarity(similarity: float) -> float:
+    """The cosine a threshold on the similarity scale corresponds to (0.78 -> 0.56)."""
+    return 2.0 * float(similarity) - 1.0
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 

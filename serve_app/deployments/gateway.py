@@ -18,6 +18,7 @@ from serve_app.config import SERVICE_NAME, Settings, get_settings
 from serve_app.embedding import EmbedRequest, EmbedResult
 from serve_app.errors import DomainError, Unavailable
 from serve_app.flows import enroll as enroll_flow
+from serve_app.flows import ingest as ingest_flow
 from serve_app.flows import search as search_flow
 from serve_app.flows import verify as verify_flow
 from serve_app.flows.ports import Ports
@@ -28,6 +29,8 @@ from serve_app.schemas import (
     EnrollResponse,
     ErrorBody,
     HealthResponse,
+    IngestRequest,
+    IngestResponse,
     SearchRequest,
     SearchResponse,
     VerifyRequest,
@@ -140,6 +143,14 @@ class Gateway:
             answer = await verify_flow.verify(self.ports, tenant, body.identity_id, image, body.hi_threshold)
             outcome.record(answer["verified"], answer["similarity"])
         return answer
+
+    @api.post("/api/v1/ingest", response_model=IngestResponse, responses=ERRORS)
+    async def ingest(self, body: IngestRequest, x_tenant_id: TenantHeader = None) -> Any:
+        tenant = resolve_tenant(body.tenant_id, x_tenant_id)
+        if len(body.metadata) > self.settings.max_metadata_fields:
+            raise DomainError("too_many_metadata_fields", 422, max_fields=self.settings.max_metadata_fields)
+        image = self._image(body.image_b64)
+        return await ingest_flow.ingest_image(self.ports, tenant, body.site, image, body.url, body.metadata)
 
     @api.post("/api/v1/search", response_model=SearchResponse, responses=ERRORS)
     async def search(self, body: SearchRequest, x_tenant_id: TenantHeader = None) -> Any:

@@ -11,7 +11,7 @@ from serve_app.embedding import EmbedRequest, Face
 from serve_app.errors import DomainError
 from serve_app.flows.ports import Ports
 from serve_app.repository import GalleryFace, point_id
-from serve_app.similarity import template_of, weakest_pair
+from serve_app.similarity import cosine_from_similarity, template_of, weakest_pair
 
 
 async def embed_probes(ports: Ports, images: list[bytes]) -> list[Face]:
@@ -53,6 +53,10 @@ async def enroll_identity(ports: Ports, tenant_id: str, identity_id: str, images
         tenant_id, identity_id, template, enrollment_faces,
         {"images": len(faces), "consistency": round(consistency, 4)},
     )
+    # Faces ingested before this (re-)enrollment learn who they are (or no longer are).
+    retagged = await ports.repository.retag_identity(
+        tenant_id, identity_id, template, cosine_from_similarity(settings.verify_hi_threshold), settings.retag_max_faces
+    )
     return {
         "ok": True,
         "identity": {"tenant_id": tenant_id, "identity_id": identity_id},
@@ -60,4 +64,6 @@ async def enroll_identity(ports: Ports, tenant_id: str, identity_id: str, images
         "images_used": len(faces),
         "consistency": round(consistency, 4),
         "faces": [face.describe() for face in faces],
+        "gallery_faces_tagged": retagged["tagged"],
+        "gallery_faces_untagged": retagged["untagged"],
     }

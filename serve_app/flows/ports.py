@@ -14,7 +14,7 @@ import numpy as np
 
 from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, EmbedResult
-from serve_app.repository import GalleryFace, Identity
+from serve_app.repository import GalleryFace, Identity, IdentityMatch, StoredImage
 from serve_app.store.base import Hit
 
 
@@ -32,6 +32,16 @@ class RepositoryPort(Protocol):
 
     async def search_faces(self, tenant_id: str, vector: np.ndarray, limit: int,
                            identity_id: str | None = None, hnsw_ef: int | None = None) -> list[Hit]: ...
+
+    async def find_duplicate(self, tenant_id: str, p_hash: str, max_distance: int) -> StoredImage | None: ...
+
+    async def match_identities(self, tenant_id: str, vectors: list[np.ndarray],
+                               min_cosine: float) -> list[IdentityMatch | None]: ...
+
+    async def add_faces(self, tenant_id: str, faces: list[GalleryFace]) -> None: ...
+
+    async def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
+                             min_cosine: float, limit: int) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)

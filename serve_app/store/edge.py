@@ -65,11 +65,22 @@ class EdgeStore(VectorStore):
                 config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine))
                 if (path / "edge_config.json").exists():
                     # Passing the config makes Edge check the stored vectors agree with it.
-                    shard = qe.EdgeShard.load(str(path), config)
+                    try:
+                        shard = qe.EdgeShard.load(str(path), config)
+                    except Exception as error:
+                        if "WAL" in str(error) or "WouldBlock" in str(error):
+                            raise RuntimeError(
+                                f"{path} is open in another process (only one may open an embedded "
+                                "shard: stop the running service, or use a Qdrant server)"
+                            ) from error
+                        raise ValueError(f"cannot open {path} as {spec.dim}-d cosine vectors: {error}") from error
                 else:
                     shard = qe.EdgeShard.create(str(path), config)
                 self._shards[spec.name] = shard
                 self._dims[spec.name] = spec.dim
+            if self._dims[spec.name] != spec.dim:
+                raise ValueError(f"collection {spec.name} holds {self._dims[spec.name]}-d vectors, "
+                                 f"expected {spec.dim}")
             shard = self._shards[spec.name]
             existing = shard.info().payload_schema
             for field_name in spec.keyword_indexes:

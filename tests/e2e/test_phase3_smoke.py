@@ -31,7 +31,8 @@ def test_health(client: httpx.Client) -> None:
     assert body["service"] == "face-pipeline-search-api"
     assert body["components"]["embedder"]["provider"] == "CPUExecutionProvider"
     collections = body["components"]["store"]["collections"]
-    assert set(collections["faces_v1"]["keyword_indexes"]) == {"tenant_id", "p_hash_prefix", "site", "identity_id"}
+    assert set(collections["faces_v1"]["keyword_indexes"]) == {"tenant_id", "p_hash_prefix", "site", "identity_id",
+                                                             "image_id"}
     assert set(collections["identities_v1"]["keyword_indexes"]) == {"tenant_id", "identity_id"}
 
 
