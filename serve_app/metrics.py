@@ -49,38 +49,35 @@ class ServiceMetrics:
                               tag_keys=("endpoint", "code"))
 
     @contextmanager
-    def enrollment(self) -> Iterator[_Outcome]:
+    def _attempt(self, endpoint: str, attempts: Counter) -> Iterator[tuple[_Outcome, float]]:
         outcome = _Outcome()
         started = time.perf_counter()
-        self.enroll_attempts.inc()
+        attempts.inc()
         try:
-            yield outcome
+            yield outcome, started
         except DomainError as error:
-            self.errors.inc(tags={"endpoint": "enroll_identity", "code": error.code})
+            self.errors.inc(tags={"endpoint": endpoint, "code": error.code})
             raise
-        finally:
-            if outcome.success:
-                self.enroll_success.inc()
-                self.enroll_latency.observe(time.perf_counter() - started)
+
+    @contextmanager
+    def enrollment(self) -> Iterator[_Outcome]:
+        with self._attempt("enroll_identity", self.enroll_attempts) as (outcome, started):
+            yield outcome
+        if outcome.success:
+            self.enroll_success.inc()
+            self.enroll_latency.observe(time.perf_counter() - started)
 
     @contextmanager
     def verification(self) -> Iterator[_Outcome]:
-        outcome = _Outcome()
-        started = time.perf_counter()
-        self.verify_attempts.inc()
-        try:
+        with self._attempt("verify", self.verify_attempts) as (outcome, started):
             yield outcome
-        except DomainError as error:
-            self.errors.inc(tags={"endpoint": "verify", "code": error.code})
-            raise
-        finally:
-            if outcome.success:
-                self.verify_latency.observe(time.perf_counter() - started)
-                if outcome.verified:
-                    self.verify_verified.inc()
-                if outcome.similarity is not None:
-                    self.similarity_last.set(outcome.similarity)
-                    self.similarity_hist.observe(outcome.similarity)
+        if outcome.success:
+            self.verify_latency.observe(time.perf_counter() - started)
+            if outcome.verified:
+                self.verify_verified.inc()
+            if outcome.similarity is not None:
+                self.similarity_last.set(outcome.similarity)
+                self.similarity_hist.observe(outcome.similarity)
 
     def search_latency(self, seconds: float) -> None:
         self.search_latency_hist.observe(seconds)

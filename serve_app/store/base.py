@@ -101,5 +101,11 @@ class VectorStore(abc.ABC):
         """Release files and connections."""
 
 
+def record_from(point: Any, with_vectors: bool) -> Record:
+    """A `Record` from either engine's point object (both have id, payload, vector)."""
+    vector = np.asarray(point.vector, dtype=np.float32) if with_vectors and point.vector is not None else None
+    return Record(id=str(point.id), payload=dict(point.payload or {}), vector=vector)
+
+
 def as_list(vector: np.ndarray) -> list[float]:
     return np.asarray(vector, dtype=np.float32).reshape(-1).tolist()

@@ -23,6 +23,7 @@ from serve_app.store.base import (
     Record,
     VectorStore,
     as_list,
+    record_from,
 )
 
 
@@ -104,12 +105,7 @@ class EdgeStore(VectorStore):
         if not ids:
             return []
         found = self._shard(collection).retrieve(list(ids), True, with_vectors)
-        return [self._record(point, with_vectors) for point in found]
-
-    @staticmethod
-    def _record(point: Any, with_vectors: bool) -> Record:
-        vector = np.asarray(point.vector, dtype=np.float32) if with_vectors and point.vector is not None else None
-        return Record(id=str(point.id), payload=dict(point.payload or {}), vector=vector)
+        return [record_from(point, with_vectors) for point in found]
 
     def search(
         self,
@@ -140,7 +136,7 @@ class EdgeStore(VectorStore):
         while True:
             page, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=page_size, filter=_filter(where),
                                                          with_payload=True, with_vector=with_vectors))
-            records.extend(self._record(point, with_vectors) for point in page)
+            records.extend(record_from(point, with_vectors) for point in page)
             if offset is None:
                 return records
 

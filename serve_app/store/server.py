@@ -20,6 +20,7 @@ from serve_app.store.base import (
     Record,
     VectorStore,
     as_list,
+    record_from,
 )
 
 
@@ -88,12 +89,7 @@ class QdrantServerStore(VectorStore):
         if not ids:
             return []
         found = self.client.retrieve(collection, list(ids), with_payload=True, with_vectors=with_vectors)
-        return [self._record(point, with_vectors) for point in found]
-
-    @staticmethod
-    def _record(point: Any, with_vectors: bool) -> Record:
-        vector = np.asarray(point.vector, dtype=np.float32) if with_vectors and point.vector is not None else None
-        return Record(id=str(point.id), payload=dict(point.payload or {}), vector=vector)
+        return [record_from(point, with_vectors) for point in found]
 
     def search(
         self,
@@ -122,7 +118,7 @@ class QdrantServerStore(VectorStore):
         while True:
             page, offset = self.client.scroll(collection, scroll_filter=_filter(where), limit=page_size,
                                               offset=offset, with_payload=True, with_vectors=with_vectors)
-            records.extend(self._record(point, with_vectors) for point in page)
+            records.extend(record_from(point, with_vectors) for point in page)
             if offset is None:
                 return records
 
