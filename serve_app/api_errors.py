@@ -7,7 +7,6 @@ biometric) request input back to the client.
 from __future__ import annotations
 
 import logging
-import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,12 +14,9 @@ from fastapi.responses import JSONResponse
 from ray.exceptions import RayError, RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve_app.errors import DomainError, Forbidden
-from serve_app.schemas import ID_PATTERN
+from serve_app.errors import DomainError
 
 logger = logging.getLogger("ray.serve")
-
-_ID = re.compile(ID_PATTERN)
 
 # Validation failures on these fields get their own code; anything else is invalid_request.
 _FIELD_CODES = {
@@ -34,19 +30,6 @@ _FIELD_CODES = {
     "url": "invalid_url",
     "metadata": "invalid_metadata",
 }
-
-
-def resolve_tenant(body_tenant: str | None, header_tenant: str | None) -> str:
-    """The tenant of a request: the body's, the X-Tenant-ID header's, and never two."""
-    if header_tenant is not None:
-        if not header_tenant or len(header_tenant) > 64 or not _ID.match(header_tenant):
-            raise DomainError("invalid_tenant_id", 422, source="X-Tenant-ID")
-        if body_tenant is not None and body_tenant != header_tenant:
-            raise Forbidden("tenant_mismatch")
-        return header_tenant
-    if body_tenant is None:
-        raise DomainError("tenant_id_required", 422)
-    return body_tenant
 
 
 def _validation_code(exc: RequestValidationError) -> str:

@@ -59,7 +59,14 @@ class Settings(BaseSettings):
     min_face_size: int = Field(20, ge=1, description="Smallest face side in pixels")
     ort_intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime default")
 
+    # --- auth -----------------------------------------------------------------------
+    # Off for local development (a loud warning at start); configs/production.yaml turns it on.
+    auth_enabled: bool = False
+    api_keys_file: Path | None = Field(None, description="JSON file of hashed keys, re-read on change")
+    api_keys: str | None = Field(None, description="tenant_id:sha256 or admin:sha256, comma-separated")
+
     # --- input limits -----------------------------------------------------------------
+    max_request_bytes: int = Field(40 * 1024 * 1024, ge=1024)
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=10_000)
     max_enroll_images: int = Field(10, ge=1)

@@ -13,8 +13,10 @@ tenant's points.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +83,13 @@ class FaceRepository:
         self.faces = faces_collection
         self.identities = identities_collection
         self.dim = dim
+        # Writes to one identity (enroll, delete) are serialised so that concurrent
+        # requests leave one consistent template and one set of enrollment faces. The
+        # embedded store runs in exactly one process, where this lock is complete.
+        self._identity_locks = [threading.Lock() for _ in range(64)]
+
+    def _identity_lock(self, tenant_id: str, identity_id: str) -> threading.Lock:
+        return self._identity_locks[zlib.crc32(f"{tenant_id}/{identity_id}".encode()) % 64]
 
     # --- schema -------------------------------------------------------------------
     def ensure_all(self) -> None:
@@ -116,6 +125,11 @@ class FaceRepository:
         """Store (or replace) a template and the faces of the photos it came from."""
         now = time.time()
         payload = {"tenant_id": tenant_id, "identity_id": identity_id, "enrolled_at": now, **extra}
+        with self._identity_lock(tenant_id, identity_id):
+            self._replace_identity(tenant_id, identity_id, template, enrollment_faces, payload, now)
+
+    def _replace_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
+                          enrollment_faces: Sequence[GalleryFace], payload: dict[str, Any], now: float) -> None:
         # Faces of a previous enrollment go first so that a re-enrollment never leaves
         # stale enrollment photos tagged with the identity.
         self.store.delete_where(self.faces, {"tenant_id": tenant_id, "identity_id": identity_id,
@@ -126,6 +140,31 @@ class FaceRepository:
             for face in enrollment_faces
         ])
         self.store.upsert(self.identities, [Record(identity_point_id(tenant_id, identity_id), payload, template)])
+
+    def delete_identity(self, tenant_id: str, identity_id: str) -> dict[str, int] | None:
+        """Erase a person: template, enrollment photos, and their tag on gallery faces.
+
+        Returns None when the tenant has no such identity."""
+        with self._identity_lock(tenant_id, identity_id):
+            if self.get_identity(tenant_id, identity_id) is None:
+                return None
+            enrollment = {"tenant_id": tenant_id, "identity_id": identity_id, "source": "enrollment"}
+            removed = self.store.count(self.faces, enrollment)
+            self.store.delete_where(self.faces, enrollment)
+            tagged = [record.id for record in self.store.scroll(
+                self.faces, {"tenant_id": tenant_id, "identity_id": identity_id})]
+            self.store.delete_payload_keys(self.faces, tagged, ["identity_id", "identity_score"])
+            self.store.delete(self.identities, [identity_point_id(tenant_id, identity_id)])
+        return {"enrollment_faces_deleted": removed, "gallery_faces_untagged": len(tagged)}
+
+    def delete_tenant(self, tenant_id: str) -> dict[str, int]:
+        """Erase every point of a tenant in both collections."""
+        where = {"tenant_id": tenant_id}
+        counts = {"identities_deleted": self.store.count(self.identities, where),
+                  "faces_deleted": self.store.count(self.faces, where)}
+        self.store.delete_where(self.faces, where)
+        self.store.delete_where(self.identities, where)
+        return counts
 
     def count_identities(self, tenant_id: str) -> int:
         return self.store.count(self.identities, {"tenant_id": tenant_id})

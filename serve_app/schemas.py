@@ -137,6 +137,20 @@ class IngestResponse(BaseModel):
     small_faces_dropped: int = 0
 
 
+class DeletedIdentity(BaseModel):
+    deleted: bool
+    identity: IdentityRef
+    enrollment_faces_deleted: int
+    gallery_faces_untagged: int
+
+
+class DeletedTenant(BaseModel):
+    deleted: bool
+    tenant_id: str
+    identities_deleted: int
+    faces_deleted: int
+
+
 class HealthResponse(BaseModel):
     model_config = ConfigDict(extra="allow")
 

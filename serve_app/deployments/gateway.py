@@ -7,16 +7,18 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header
+from fastapi import FastAPI, Header, Path
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app import __version__
-from serve_app.api_errors import install_error_handlers, resolve_tenant
+from serve_app.api_errors import install_error_handlers
+from serve_app.auth import KeyRing, Principal, require_admin
+from serve_app.body_limit import BodySizeLimit
 from serve_app.config import SERVICE_NAME, Settings, get_settings
 from serve_app.embedding import EmbedRequest, EmbedResult
-from serve_app.errors import DomainError, Unavailable
+from serve_app.errors import DomainError, NotFound, Unavailable
 from serve_app.flows import enroll as enroll_flow
 from serve_app.flows import ingest as ingest_flow
 from serve_app.flows import search as search_flow
@@ -25,6 +27,9 @@ from serve_app.flows.ports import Ports
 from serve_app.images import decode_base64
 from serve_app.metrics import ServiceMetrics
 from serve_app.schemas import (
+    ID_PATTERN,
+    DeletedIdentity,
+    DeletedTenant,
     EnrollRequest,
     EnrollResponse,
     ErrorBody,
@@ -41,9 +46,12 @@ logger = logging.getLogger("ray.serve")
 
 HEALTH_TIMEOUT_S = 5.0
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (403, 404, 413, 415, 422, 503)
+    code: {"model": ErrorBody} for code in (401, 403, 404, 413, 415, 422, 503)
 }
 TenantHeader = Annotated[str | None, Header(alias="X-Tenant-ID", description="Tenant, instead of tenant_id")]
+ApiKeyHeader = Annotated[str | None, Header(alias="X-API-Key", description="Required when AUTH_ENABLED")]
+IdentityPath = Annotated[str, Path(pattern=ID_PATTERN, min_length=1, max_length=128)]
+TenantPath = Annotated[str, Path(pattern=ID_PATTERN, min_length=1, max_length=64)]
 
 api = FastAPI(
     title="face-pipeline",
@@ -51,6 +59,7 @@ api = FastAPI(
     description="Face enrollment, 1:1 verification (verification-first) and 1:N search.",
 )
 install_error_handlers(api)
+api.add_middleware(BodySizeLimit, max_bytes=get_settings().max_request_bytes)
 
 
 async def _await(response: Any) -> Any:
@@ -87,6 +96,11 @@ class Gateway:
         self._store = store
         self.ports = Ports(HandleEmbedder(embedder), HandleRepository(store), self.settings)
         self.metrics = ServiceMetrics()
+        self.keys = KeyRing(self.settings.auth_enabled, self.settings.api_keys_file, self.settings.api_keys)
+
+    def _tenant(self, api_key: str | None, body_tenant: str | None, header_tenant: str | None) -> str:
+        principal: Principal = self.keys.authenticate(api_key)
+        return principal.tenant_for(body_tenant, header_tenant)
 
     def _image(self, value: str, index: int | None = None) -> bytes:
         try:
@@ -121,9 +135,10 @@ class Gateway:
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     @api.post("/api/v1/enroll_identity", response_model=EnrollResponse, responses=ERRORS)
-    async def enroll_identity(self, body: EnrollRequest, x_tenant_id: TenantHeader = None) -> Any:
+    async def enroll_identity(self, body: EnrollRequest, x_tenant_id: TenantHeader = None,
+                              x_api_key: ApiKeyHeader = None) -> Any:
+        tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
         self._require_flow()
-        tenant = resolve_tenant(body.tenant_id, x_tenant_id)
         if not body.images_b64:
             raise DomainError("no_images", 422)
         if len(body.images_b64) > self.settings.max_enroll_images:
@@ -135,9 +150,10 @@ class Gateway:
         return answer
 
     @api.post("/api/v1/verify", response_model=VerifyResponse, responses=ERRORS)
-    async def verify(self, body: VerifyRequest, x_tenant_id: TenantHeader = None) -> Any:
+    async def verify(self, body: VerifyRequest, x_tenant_id: TenantHeader = None,
+                     x_api_key: ApiKeyHeader = None) -> Any:
+        tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
         self._require_flow()
-        tenant = resolve_tenant(body.tenant_id, x_tenant_id)
         image = self._image(body.image_b64)
         with self.metrics.verification() as outcome:
             answer = await verify_flow.verify(self.ports, tenant, body.identity_id, image, body.hi_threshold)
@@ -145,16 +161,18 @@ class Gateway:
         return answer
 
     @api.post("/api/v1/ingest", response_model=IngestResponse, responses=ERRORS)
-    async def ingest(self, body: IngestRequest, x_tenant_id: TenantHeader = None) -> Any:
-        tenant = resolve_tenant(body.tenant_id, x_tenant_id)
+    async def ingest(self, body: IngestRequest, x_tenant_id: TenantHeader = None,
+                     x_api_key: ApiKeyHeader = None) -> Any:
+        tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
         if len(body.metadata) > self.settings.max_metadata_fields:
             raise DomainError("too_many_metadata_fields", 422, max_fields=self.settings.max_metadata_fields)
         image = self._image(body.image_b64)
         return await ingest_flow.ingest_image(self.ports, tenant, body.site, image, body.url, body.metadata)
 
     @api.post("/api/v1/search", response_model=SearchResponse, responses=ERRORS)
-    async def search(self, body: SearchRequest, x_tenant_id: TenantHeader = None) -> Any:
-        tenant = resolve_tenant(body.tenant_id, x_tenant_id)
+    async def search(self, body: SearchRequest, x_tenant_id: TenantHeader = None,
+                     x_api_key: ApiKeyHeader = None) -> Any:
+        tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
         if not 1 <= body.top_k <= self.settings.search_max_top_k:
             raise DomainError("top_k_out_of_range", 422, min=1, max=self.settings.search_max_top_k)
         image = self._image(body.image_b64)
@@ -162,3 +180,21 @@ class Gateway:
         answer = await search_flow.search(self.ports, tenant, image, body.top_k)
         self.metrics.search_latency(time.perf_counter() - started)
         return answer
+
+    @api.delete("/api/v1/identities/{identity_id}", response_model=DeletedIdentity, responses=ERRORS)
+    async def delete_identity(self, identity_id: IdentityPath, x_tenant_id: TenantHeader = None,
+                              x_api_key: ApiKeyHeader = None) -> Any:
+        """Erase a person: template, enrollment photos, and their tag on gallery faces."""
+        tenant = self._tenant(x_api_key, None, x_tenant_id)
+        erased = await self.ports.repository.delete_identity(tenant, identity_id)
+        if erased is None:
+            raise NotFound("identity_not_enrolled", identity_id=identity_id)
+        return {"deleted": True, "identity": {"tenant_id": tenant, "identity_id": identity_id}, **erased}
+
+    @api.delete("/api/v1/admin/tenants/{tenant_id}", response_model=DeletedTenant, responses=ERRORS)
+    async def delete_tenant(self, tenant_id: TenantPath, x_api_key: ApiKeyHeader = None) -> Any:
+        """Operator action: erase every identity and gallery face of a tenant."""
+        require_admin(self.keys.authenticate(x_api_key))
+        erased = await self.ports.repository.delete_tenant(tenant_id)
+        logger.warning("tenant %s erased: %s", tenant_id, erased)
+        return {"deleted": True, "tenant_id": tenant_id, **erased}

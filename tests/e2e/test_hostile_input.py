@@ -1,0 +1,93 @@
+"""Every class of bad input gets a 4xx with its stable code; nothing produces a 5xx."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import data_uri
+from tests.hostile_images import corpus
+
+TENANT = "hostile"
+CASES = corpus()
+
+
+@pytest.mark.parametrize("name, data, status, code", CASES, ids=[case[0] for case in CASES])
+def test_hostile_images(client: httpx.Client, name: str, data: bytes, status, code) -> None:
+    response = client.post("/api/v1/search", json={"tenant_id": TENANT, "image_b64": data_uri(data), "top_k": 5})
+    assert response.status_code < 500, (name, response.text)
+    assert "Traceback" not in response.text
+    if status is None:
+        # Decodable: a face is found (200), or the one refusal a face-less photo earns.
+        assert response.status_code == 200 or response.json()["detail"] in {"no_face_detected", "face_too_small"}
+        if name in {"grayscale", "rgba", "cmyk_jpeg", "webp", "bmp", "exif_rotated", "sixteen_bit",
+                    "animated_webp"}:
+            assert response.status_code == 200, (name, response.text)
+    else:
+        assert response.status_code == status, (name, response.text)
+        if code:
+            assert response.json()["detail"] == code
+
+
+def post(client: httpx.Client, path: str, body, **kwargs) -> httpx.Response:
+    return client.post(path, json=body, **kwargs)
+
+
+@pytest.mark.parametrize("path, body, status, code", [
+    ("/api/v1/enroll_identity", {"tenant_id": TENANT, "identity_id": "x", "images_b64": []}, 422, "no_images"),
+    ("/api/v1/enroll_identity", {"tenant_id": TENANT, "identity_id": "x", "images_b64": ["AAAA"] * 11},
+     422, "too_many_images"),
+    ("/api/v1/search", {"tenant_id": TENANT, "image_b64": "AAAA", "top_k": 0}, 422, "top_k_out_of_range"),
+    ("/api/v1/search", {"tenant_id": TENANT, "image_b64": "AAAA", "top_k": 10_000}, 422, "top_k_out_of_range"),
+    ("/api/v1/search", {"tenant_id": TENANT, "image_b64": "AAAA", "top_k": "many"}, 422, "invalid_top_k"),
+    ("/api/v1/search", {"tenant_id": "bad tenant!", "image_b64": "AAAA"}, 422, "invalid_tenant_id"),
+    ("/api/v1/search", {"tenant_id": "t" * 65, "image_b64": "AAAA"}, 422, "invalid_tenant_id"),
+    ("/api/v1/search", {"image_b64": "AAAA"}, 422, "tenant_id_required"),
+    ("/api/v1/verify", {"tenant_id": TENANT, "identity_id": "../etc/passwd", "image_b64": "AAAA"},
+     422, "invalid_identity_id"),
+    ("/api/v1/verify", {"tenant_id": TENANT, "identity_id": "i" * 129, "image_b64": "AAAA"},
+     422, "invalid_identity_id"),
+    ("/api/v1/verify", {"tenant_id": TENANT, "identity_id": "x", "image_b64": "AAAA", "hi_threshold": 0.5},
+     422, "threshold_below_floor"),
+    ("/api/v1/verify", {"tenant_id": TENANT, "identity_id": "x", "image_b64": "AAAA", "hi_threshold": 7},
+     422, "invalid_threshold"),
+    ("/api/v1/verify", {"tenant_id": TENANT, "identity_id": "x", "image_b64": "AAAA", "extra": 1},
+     422, "unknown_field"),
+    ("/api/v1/verify", [1, 2, 3], 422, None),
+    ("/api/v1/search", {"tenant_id": TENANT, "image_b64": "data:image/png;base64"}, 422, "invalid_data_uri"),
+    ("/api/v1/search", {"tenant_id": TENANT, "image_b64": ""}, 422, "empty_image"),
+    ("/api/v1/search", {"tenant_id": TENANT, "image_b64": "A" * (14 * 1024 * 1024)}, 413, "image_too_large"),
+    ("/api/v1/ingest", {"tenant_id": TENANT, "site": "s", "image_b64": "AAAA",
+                        "metadata": {f"k{i}": i for i in range(40)}}, 422, "too_many_metadata_fields"),
+])
+def test_refusals_have_stable_codes(client: httpx.Client, path, body, status, code) -> None:
+    response = post(client, path, body)
+    assert response.status_code == status, response.text[:500]
+    if code:
+        assert response.json()["detail"] == code
+    assert "AAAA" not in response.text  # inputs are never echoed back
+
+
+def test_malformed_json_and_wrong_routes(client: httpx.Client) -> None:
+    broken = client.post("/api/v1/search", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert broken.status_code == 422 and broken.json()["detail"] == "malformed_json"
+    assert client.get("/api/v1/nowhere").json() == {"detail": "not_found"}
+    assert client.get("/api/v1/verify").status_code == 405
+
+
+def test_oversized_request_body_is_413(client: httpx.Client) -> None:
+    huge = json.dumps({"tenant_id": TENANT, "identity_id": "x",
+                       "images_b64": ["A" * (5 * 1024 * 1024)] * 9}).encode()
+    response = client.post("/api/v1/enroll_identity", content=huge, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["detail"] == "request_too_large"
+
+
+def test_enrollment_photo_errors_name_the_photo(client: httpx.Client, samples) -> None:
+    response = post(client, "/api/v1/enroll_identity", {
+        "tenant_id": TENANT, "identity_id": "x",
+        "images_b64": [data_uri(samples["frontal"]), base64.b64encode(b"GIF89a....").decode()]})
+    assert response.status_code == 422
+    assert response.json()["image_index"] == 1

@@ -1,0 +1,66 @@
+"""A corpus of hostile or unusual images, built in memory, with the answer each must get.
+
+`None` as the expected code means "must be accepted" (200, or a face-related 422).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+from serve_app.samples import encode_jpeg, read_package_image
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a huge size in its header: a decompression bomb's opening."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _save(image: Image.Image, fmt: str, **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def corpus() -> list[tuple[str, bytes, int | None, str | None]]:
+    """(name, bytes, expected status or None, expected detail or None)."""
+    face = read_package_image("yaoming.jpg")
+    rgb = Image.fromarray(face[:, :, ::-1])
+    jpeg = encode_jpeg(face)
+    return [
+        ("bomb_png_header", _png_header_only(100_000, 100_000), 413, "image_too_many_pixels"),
+        ("truncated_jpeg", jpeg[: len(jpeg) // 2], 422, "truncated_image"),
+        ("jpeg_header_only", jpeg[:20], 422, None),
+        ("gif", _save(rgb, "GIF"), 415, "unsupported_image_format"),
+        ("tiff", _save(rgb, "TIFF"), 415, "unsupported_image_format"),
+        ("ico", _save(rgb.resize((64, 64)), "ICO"), 415, "unsupported_image_format"),
+        ("svg_text", b'<svg xmlns="http://www.w3.org/2000/svg"><rect/></svg>', 422, "not_an_image"),
+        ("html_polyglot", b"<html><script>alert(1)</script></html>" + jpeg, 422, "not_an_image"),
+        ("zero_bytes_after_magic", b"\xff\xd8\xff" + b"\x00" * 100, 422, None),
+        ("one_pixel_png", _save(Image.new("RGB", (1, 1)), "PNG"), 422, "no_face_detected"),
+        ("sliver_1x4000", _save(Image.new("RGB", (1, 4000), (128, 90, 70)), "PNG"), 422, "no_face_detected"),
+        ("grayscale", _save(rgb.convert("L"), "PNG"), None, None),
+        ("rgba", _save(rgb.convert("RGBA"), "PNG"), None, None),
+        ("sixteen_bit", _save(Image.fromarray((np.asarray(rgb.convert("L"), np.uint16) * 257)), "PNG"),
+         None, None),
+        ("cmyk_jpeg", _save(rgb.convert("CMYK"), "JPEG"), None, None),
+        ("webp", _save(rgb, "WEBP"), None, None),
+        ("bmp", _save(rgb, "BMP"), None, None),
+        ("animated_webp", _save(rgb, "WEBP", save_all=True, append_images=[rgb.rotate(90)]), None, None),
+        ("exif_rotated", _save(rgb.rotate(90, expand=True), "JPEG",
+                               exif=_exif_orientation(8)), None, None),
+    ]
+
+
+def _exif_orientation(value: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
