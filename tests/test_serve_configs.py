@@ -29,3 +29,9 @@ def test_local_profile_serves_on_8001_with_one_store_replica() -> None:
     assert config["http_options"] == {**config["http_options"], "host": "127.0.0.1", "port": 8001}
     store = next(d for d in config["applications"][0]["deployments"] if d["name"] == "FaceStore")
     assert store["num_replicas"] == 1  # the embedded engine allows one process per shard
+
+
+def test_production_profile_turns_auth_on() -> None:
+    config = yaml.safe_load((ROOT / "configs" / "production.yaml").read_text())
+    env_vars = config["applications"][0]["runtime_env"]["env_vars"]
+    assert env_vars["AUTH_ENABLED"] == "true" and env_vars["API_KEYS_FILE"]
