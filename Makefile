@@ -39,3 +39,21 @@ samples: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# Load tests and benchmark (README "Load tests and benchmark"); reports go to results/.
+# Each starts its own app on a fresh store; override e.g.
+#   make loadtest LOADTEST_USERS=20 LOADTEST_RUN_TIME=5m LOADTEST_ARGS="--p95-verify-ms 200"
+LOADTEST_USERS      ?= 12
+LOADTEST_SPAWN_RATE ?= 4
+LOADTEST_RUN_TIME   ?= 90s
+LOADTEST_ARGS       ?=
+BENCH_ARGS          ?=
+
+.PHONY: loadtest bench
+
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtests.run --users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_SPAWN_RATE) \
+		--run-time $(LOADTEST_RUN_TIME) $(LOADTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
