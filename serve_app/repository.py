@@ -184,6 +184,17 @@ class FaceRepository:
         hits = self.store.search(self.faces, vector, where, limit, hnsw_ef=hnsw_ef)
         return [hit for hit in hits if hit.payload.get("tenant_id") == tenant_id]
 
+    def identity_with_gallery(
+        self, tenant_id: str, identity_id: str, probe: np.ndarray, limit: int, hnsw_ef: int | None = None
+    ) -> tuple[Identity | None, list[Hit]]:
+        """The identity's template and its gallery faces ranked against the probe, in one
+        call: verification needs both, and each call to the store deployment costs a hop.
+        (The caller shows the faces only if the probe verifies.)"""
+        identity = self.get_identity(tenant_id, identity_id)
+        if identity is None:
+            return None, []
+        return identity, self.search_faces(tenant_id, probe, limit, identity_id=identity_id, hnsw_ef=hnsw_ef)
+
     def count_faces(self, tenant_id: str) -> int:
         return self.store.count(self.faces, {"tenant_id": tenant_id})
 

@@ -33,6 +33,9 @@ class RepositoryPort(Protocol):
     async def search_faces(self, tenant_id: str, vector: np.ndarray, limit: int,
                            identity_id: str | None = None, hnsw_ef: int | None = None) -> list[Hit]: ...
 
+    async def identity_with_gallery(self, tenant_id: str, identity_id: str, probe: np.ndarray, limit: int,
+                                    hnsw_ef: int | None = None) -> tuple[Identity | None, list[Hit]]: ...
+
     async def find_duplicate(self, tenant_id: str, p_hash: str, max_distance: int) -> StoredImage | None: ...
 
     async def match_identities(self, tenant_id: str, vectors: list[np.ndarray],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from serve_app.config import Settings
@@ -27,23 +26,19 @@ async def verify(
 ) -> dict[str, Any]:
     settings = ports.settings
     threshold = resolve_threshold(settings, hi_threshold)
-    # The template lookup and the embedding do not depend on each other: overlap them.
-    identity, embedded = await asyncio.gather(
-        ports.repository.get_identity(tenant_id, identity_id),
-        ports.embedder.embed(EmbedRequest(image)),
+    embedded = await ports.embedder.embed(EmbedRequest(image))
+    face = embedded.largest()
+    # One store call for the template and the candidate gallery faces: a second hop
+    # costs more than the (filtered, tiny) search it would save when not verified.
+    identity, hits = await ports.repository.identity_with_gallery(
+        tenant_id, identity_id, face.embedding, settings.verify_top_k, settings.verify_hnsw_ef
     )
     if identity is None:
         raise NotFound("identity_not_enrolled", identity_id=identity_id)
-    face = embedded.largest()
     similarity = similarity_from_cosine(cosine(face.embedding, identity.template))
     verified = similarity >= threshold
-    results: list[dict[str, Any]] = []
-    if verified:
-        hits = await ports.repository.search_faces(
-            tenant_id, face.embedding, settings.verify_top_k,
-            identity_id=identity_id, hnsw_ef=settings.verify_hnsw_ef,
-        )
-        results = [face_hit(hit) for hit in hits]
+    # Verification-first: nothing of the gallery is shown unless the probe verified.
+    results = [face_hit(hit) for hit in hits] if verified else []
     return {
         "verified": verified,
         "similarity": round(similarity, 4),
