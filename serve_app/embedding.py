@@ -103,7 +103,7 @@ class FacePipeline:
         detections = self.detector.detect(images)
         crops: list[np.ndarray] = []
         pending: list[tuple[int, tuple[float, float, float, float], float]] = []
-        for image, owner, found in zip(images, owners, detections):
+        for image, owner, found in zip(images, owners, detections, strict=True):
             chosen = self._select(found, requests[owner].selection, results[owner])
             for face_index in chosen:
                 crops.append(self.recognizer.align(image, found.landmarks[face_index]))
@@ -111,7 +111,7 @@ class FacePipeline:
                 pending.append((owner, box, float(found.scores[face_index])))  # type: ignore[arg-type]
 
         embeddings = self.recognizer.embed(crops)
-        for (owner, box, score), embedding in zip(pending, embeddings):
+        for (owner, box, score), embedding in zip(pending, embeddings, strict=True):
             results[owner].faces.append(Face(box=box, det_score=score, embedding=embedding))
         return results
 

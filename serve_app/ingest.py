@@ -157,7 +157,7 @@ def run_ingest(
         pending = set(paths)
         bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="ingest")
         for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
-            for path, image_id, blob in zip(batch["path"], batch["image_id"], batch["result"]):
+            for path, image_id, blob in zip(batch["path"], batch["image_id"], batch["result"], strict=True):
                 pending.discard(path)
                 try:
                     answer = asyncio.run(store_embedded_image(

@@ -99,7 +99,7 @@ def test_same_face_survives_photometric_and_geometric_changes(pipeline, players,
 def test_batched_detection_matches_single_image_detection(pipeline) -> None:
     images = [read_package_image(n) for n in ("players.jpg", "gdp.jpg", "yaoming.jpg", "t1.jpg")]
     batched = pipeline.detector.detect(images)
-    for image, together in zip(images, batched):
+    for image, together in zip(images, batched, strict=True):
         alone = pipeline.detector.detect([image])[0]
         assert len(alone) == len(together) > 0
         np.testing.assert_allclose(alone.boxes, together.boxes, atol=0.5)

@@ -72,7 +72,7 @@ async def store_embedded_image(
         "metadata": dict(metadata or {}),
     }
     faces, shown = [], []
-    for index, (face, match) in enumerate(zip(embedded.faces, matches)):
+    for index, (face, match) in enumerate(zip(embedded.faces, matches, strict=True)):
         face_id = point_id("face", tenant_id, image_id, str(index))
         payload = {**common, **face.describe(), "face_index": index}
         view: dict[str, Any] = {"face_id": face_id, **face.describe(), "identity_id": None}
