@@ -7,7 +7,7 @@ __all__ = ["CollectionSpec", "Filter", "Hit", "Record", "VectorStore", "open_sto
 
 def open_store(settings) -> VectorStore:  # type: ignore[no-untyped-def]
     """Qdrant server when QDRANT_URL is set, else the embedded Qdrant Edge engine."""
-    if settings.qdrant_url:
+    if not settings.embedded_store:
         from serve_app.store.server import QdrantServerStore
 
         return QdrantServerStore.connect(settings.qdrant_url, settings.qdrant_api_key,
