@@ -49,15 +49,21 @@ class ServiceMetrics:
                               tag_keys=("endpoint", "code"))
 
     @contextmanager
+    def refusals(self, endpoint: str) -> Iterator[None]:
+        """Count every refusal (DomainError) raised inside, by endpoint and code."""
+        try:
+            yield
+        except DomainError as error:
+            self.errors.inc(tags={"endpoint": endpoint, "code": error.code})
+            raise
+
+    @contextmanager
     def _attempt(self, endpoint: str, attempts: Counter) -> Iterator[tuple[_Outcome, float]]:
         outcome = _Outcome()
         started = time.perf_counter()
         attempts.inc()
-        try:
+        with self.refusals(endpoint):
             yield outcome, started
-        except DomainError as error:
-            self.errors.inc(tags={"endpoint": endpoint, "code": error.code})
-            raise
 
     @contextmanager
     def enrollment(self) -> Iterator[_Outcome]:

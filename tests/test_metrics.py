@@ -57,3 +57,12 @@ def test_verification_records_pass_rate_and_similarity(metrics) -> None:
     assert len(metrics.verify_verified.calls) == 1
     assert [call[1] for call in metrics.similarity_hist.calls] == [0.87, 0.45]
     assert metrics.similarity_last.calls[-1] == ("set", 0.45, None)
+
+
+def test_refusals_outside_enroll_and_verify_are_counted_too(metrics) -> None:
+    with pytest.raises(DomainError):
+        with metrics.refusals("search"):
+            raise DomainError("top_k_out_of_range")
+    with metrics.refusals("search"):
+        pass
+    assert metrics.errors.calls == [("inc", 1.0, {"endpoint": "search", "code": "top_k_out_of_range"})]

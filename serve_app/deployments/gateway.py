@@ -137,14 +137,14 @@ class Gateway:
     @api.post("/api/v1/enroll_identity", response_model=EnrollResponse, responses=ERRORS)
     async def enroll_identity(self, body: EnrollRequest, x_tenant_id: TenantHeader = None,
                               x_api_key: ApiKeyHeader = None) -> Any:
-        tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
-        self._require_flow()
-        if not body.images_b64:
-            raise DomainError("no_images", 422)
-        if len(body.images_b64) > self.settings.max_enroll_images:
-            raise DomainError("too_many_images", 422, max_images=self.settings.max_enroll_images)
-        images = [self._image(value, index) for index, value in enumerate(body.images_b64)]
         with self.metrics.enrollment() as outcome:
+            tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
+            self._require_flow()
+            if not body.images_b64:
+                raise DomainError("no_images", 422)
+            if len(body.images_b64) > self.settings.max_enroll_images:
+                raise DomainError("too_many_images", 422, max_images=self.settings.max_enroll_images)
+            images = [self._image(value, index) for index, value in enumerate(body.images_b64)]
             answer = await enroll_flow.enroll_identity(self.ports, tenant, body.identity_id, images)
             outcome.success = True
         return answer
@@ -152,10 +152,10 @@ class Gateway:
     @api.post("/api/v1/verify", response_model=VerifyResponse, responses=ERRORS)
     async def verify(self, body: VerifyRequest, x_tenant_id: TenantHeader = None,
                      x_api_key: ApiKeyHeader = None) -> Any:
-        tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
-        self._require_flow()
-        image = self._image(body.image_b64)
         with self.metrics.verification() as outcome:
+            tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
+            self._require_flow()
+            image = self._image(body.image_b64)
             answer = await verify_flow.verify(self.ports, tenant, body.identity_id, image, body.hi_threshold)
             outcome.record(answer["verified"], answer["similarity"])
         return answer
@@ -163,22 +163,24 @@ class Gateway:
     @api.post("/api/v1/ingest", response_model=IngestResponse, responses=ERRORS)
     async def ingest(self, body: IngestRequest, x_tenant_id: TenantHeader = None,
                      x_api_key: ApiKeyHeader = None) -> Any:
-        tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
-        if len(body.metadata) > self.settings.max_metadata_fields:
-            raise DomainError("too_many_metadata_fields", 422, max_fields=self.settings.max_metadata_fields)
-        image = self._image(body.image_b64)
-        return await ingest_flow.ingest_image(self.ports, tenant, body.site, image, body.url, body.metadata)
+        with self.metrics.refusals("ingest"):
+            tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
+            if len(body.metadata) > self.settings.max_metadata_fields:
+                raise DomainError("too_many_metadata_fields", 422, max_fields=self.settings.max_metadata_fields)
+            image = self._image(body.image_b64)
+            return await ingest_flow.ingest_image(self.ports, tenant, body.site, image, body.url, body.metadata)
 
     @api.post("/api/v1/search", response_model=SearchResponse, responses=ERRORS)
     async def search(self, body: SearchRequest, x_tenant_id: TenantHeader = None,
                      x_api_key: ApiKeyHeader = None) -> Any:
-        tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
-        if not 1 <= body.top_k <= self.settings.search_max_top_k:
-            raise DomainError("top_k_out_of_range", 422, min=1, max=self.settings.search_max_top_k)
-        image = self._image(body.image_b64)
-        started = time.perf_counter()
-        answer = await search_flow.search(self.ports, tenant, image, body.top_k)
-        self.metrics.search_latency(time.perf_counter() - started)
+        with self.metrics.refusals("search"):
+            tenant = self._tenant(x_api_key, body.tenant_id, x_tenant_id)
+            if not 1 <= body.top_k <= self.settings.search_max_top_k:
+                raise DomainError("top_k_out_of_range", 422, min=1, max=self.settings.search_max_top_k)
+            image = self._image(body.image_b64)
+            started = time.perf_counter()
+            answer = await search_flow.search(self.ports, tenant, image, body.top_k)
+            self.metrics.search_latency(time.perf_counter() - started)
         return answer
 
     @api.delete("/api/v1/identities/{identity_id}", response_model=DeletedIdentity, responses=ERRORS)
