@@ -200,18 +200,23 @@ def health_provider(url: str) -> str | None:
     return ((body or {}).get("components", {}).get("embedder", {}) or {}).get("provider")
 
 
-def run_graph(args: argparse.Namespace) -> Curve:
-    curve = Curve("graph")
-    data_dir = Path(tempfile.mkdtemp(prefix="face-bench-graph-"))
-    app = ServeProcess(data_dir, config=args.config, log_path=args.out / "serve.log")
+def measure_server(name: str, server: Any, data_dir: Path, args: argparse.Namespace) -> Curve:
+    """Start a server (anything with start/stop/url), load it step by step, stop it."""
+    curve = Curve(name)
     try:
-        curve.startup_s = app.start()
-        curve.provider = health_provider(app.url)
-        load_curve(curve, app.url, args)
+        curve.startup_s = server.start()
+        curve.provider = health_provider(server.url)
+        load_curve(curve, server.url, args)
     finally:
-        app.stop()
+        server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
     return curve
+
+
+def run_graph(args: argparse.Namespace) -> Curve:
+    data_dir = Path(tempfile.mkdtemp(prefix="face-bench-graph-"))
+    return measure_server("graph", ServeProcess(data_dir, config=args.config, log_path=args.out / "serve.log"),
+                          data_dir, args)
 
 
 class PeerProcess:
@@ -257,17 +262,8 @@ class PeerProcess:
 
 
 def run_peer(args: argparse.Namespace) -> Curve:
-    curve = Curve("peer")
     data_dir = Path(tempfile.mkdtemp(prefix="face-bench-peer-"))
-    peer = PeerProcess(data_dir, args.out / "peer.log")
-    try:
-        curve.startup_s = peer.start()
-        curve.provider = health_provider(peer.url)
-        load_curve(curve, peer.url, args)
-    finally:
-        peer.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
-    return curve
+    return measure_server("peer", PeerProcess(data_dir, args.out / "peer.log"), data_dir, args)
 
 
 # --- report ----------------------------------------------------------------------------

@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     new = sub.add_parser("new", help="print a new random key and its key-file entry")
     new.add_argument("tenant", help="tenant id, or 'admin' for an operator key")
-    hashed = sub.add_parser("hash", help="print the sha256 of a key read from API_KEY in the environment")
-    del hashed
+    sub.add_parser("hash", help="print the sha256 of a key read from API_KEY in the environment")
     args = parser.parse_args(argv)
     if args.command == "new":
         key = secrets.token_urlsafe(32)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from serve_app.config import Settings
 from serve_app.dedup import perceptual_hash
 from serve_app.errors import DomainError, NoFaceDetected
 from serve_app.images import load_image
@@ -136,7 +137,7 @@ class FacePipeline:
         return sorted(big_enough.tolist(), key=lambda i: (found.boxes[i, 0], found.boxes[i, 1]))
 
 
-def load_pipeline(settings: Any) -> FacePipeline:
+def load_pipeline(settings: Settings) -> FacePipeline:
     """The detector and recognizer of the configured pack on the best provider."""
     from serve_app.models.pack import choose_providers, locate_pack
 

@@ -37,6 +37,7 @@ from serve_app.errors import DomainError
 from serve_app.flows.ingest import image_id_of, store_embedded_image
 from serve_app.flows.ports import LocalPort, Ports
 from serve_app.images import ALLOWED_FORMATS
+from serve_app.models.pack import choose_providers
 from serve_app.repository import FaceRepository
 from serve_app.schemas import ID_PATTERN
 from serve_app.store import open_store
@@ -144,7 +145,7 @@ def run_ingest(
         ray.data.DataContext.get_current().print_on_execution_start = False
 
         known = _known_image_ids(repository, tenant_id)
-        use_gpu = settings.face_device != "cpu" and _cuda_available()
+        use_gpu = "CUDAExecutionProvider" in choose_providers(settings.face_device)
         dataset = (
             ray.data.read_binary_files(paths, include_paths=True)
             # Resumable: same bytes as an image already in the gallery -> not embedded again.
@@ -174,11 +175,6 @@ def run_ingest(
         repository.store.close()
     return summary
 
-
-def _cuda_available() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def main(argv: list[str] | None = None) -> int:

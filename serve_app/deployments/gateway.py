@@ -62,10 +62,6 @@ install_error_handlers(api)
 api.add_middleware(BodySizeLimit, max_bytes=get_settings().max_request_bytes)
 
 
-async def _await(response: Any) -> Any:
-    return await response
-
-
 class HandleEmbedder:
     def __init__(self, handle: DeploymentHandle) -> None:
         self._handle = handle
@@ -118,7 +114,7 @@ class Gateway:
     async def health(self) -> Any:
         async def probe(handle: DeploymentHandle) -> dict[str, Any]:
             try:
-                return await asyncio.wait_for(_await(handle.health.remote()), HEALTH_TIMEOUT_S)
+                return await asyncio.wait_for(handle.health.remote(), HEALTH_TIMEOUT_S)
             except Exception as error:  # any failure of a component is "down", with its reason
                 logger.warning("health probe failed: %r", error)
                 return {"status": "down", "error": type(error).__name__}

@@ -49,13 +49,17 @@ def test_enrollment_answer(enrolled: dict) -> None:
     assert enrolled["images_used"] == 3
 
 
-def test_verify_same_person(client: httpx.Client, samples, enrolled) -> None:
+def verify_enrolled(client: httpx.Client, probe: bytes) -> dict:
+    """The plan's Step 3.3 request against the enrolled test-user-1 (threshold 0.78)."""
     response = client.post("/api/v1/verify", json={
-        "tenant_id": TENANT, "identity_id": "test-user-1",
-        "image_b64": data_uri(samples["probe_same_person"]), "hi_threshold": 0.78,
+        "tenant_id": TENANT, "identity_id": "test-user-1", "image_b64": data_uri(probe), "hi_threshold": 0.78,
     })
     assert response.status_code == 200, response.text
-    body = response.json()
+    return response.json()
+
+
+def test_verify_same_person(client: httpx.Client, samples, enrolled) -> None:
+    body = verify_enrolled(client, samples["probe_same_person"])
     assert body["verified"] is True
     assert 0.80 <= body["similarity"] <= 0.95  # the plan's "same person" range
     # Verification-first: the identity's gallery faces (its enrollment photos) come back.
@@ -64,12 +68,7 @@ def test_verify_same_person(client: httpx.Client, samples, enrolled) -> None:
 
 
 def test_verify_different_person(client: httpx.Client, samples, enrolled) -> None:
-    response = client.post("/api/v1/verify", json={
-        "tenant_id": TENANT, "identity_id": "test-user-1",
-        "image_b64": data_uri(samples["different_person"]), "hi_threshold": 0.78,
-    })
-    assert response.status_code == 200, response.text
-    body = response.json()
+    body = verify_enrolled(client, samples["different_person"])
     assert body["verified"] is False
     assert body["similarity"] < 0.78
     assert body["results"] == [] and body["count"] == 0
