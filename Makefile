@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed-stamp
 export QDRANT_PATH ?= $(CURDIR)/data/qdrant
 # No telemetry from an air-gapped service.
 export RAY_USAGE_STATS_ENABLED ?= 0
+# Ray Serve's throughput settings (why, and what they bought: configs/ray.env).
+include configs/ray.env
 
 .PHONY: install install-gpu run test samples clean
 

@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,8 +60,6 @@ def measure_models(seconds: float) -> dict[str, Any]:
     from serve_app.config import get_settings
     from serve_app.embedding import EmbedRequest, load_pipeline
 
-    # insightface's alignment warns about a deprecated scikit-image call on every face.
-    warnings.filterwarnings("ignore", category=FutureWarning, module="insightface")
     images = [sample_set()[name] for name in PROBES]
     pipeline = load_pipeline(get_settings())
     for data in images * 2:  # first runs allocate (and autotune on CUDA)

@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dotenv import dotenv_values
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "serve_config.yaml"
+# Ray Serve process settings, the same file `make` includes.
+RAY_ENV_FILE = REPO_ROOT / "configs" / "ray.env"
 
 
 def free_port() -> int:
@@ -97,7 +100,9 @@ class ServeProcess:
         return Path(path)
 
     def _env(self) -> dict[str, str]:
+        tuning = {key: value for key, value in dotenv_values(RAY_ENV_FILE).items() if value is not None}
         env = {
+            **tuning,
             **os.environ,
             "QDRANT_PATH": str(self.data_dir / "qdrant"),
             "RAY_USAGE_STATS_ENABLED": "0",

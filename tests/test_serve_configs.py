@@ -35,3 +35,13 @@ def test_production_profile_turns_auth_on() -> None:
     config = yaml.safe_load((ROOT / "configs" / "production.yaml").read_text())
     env_vars = config["applications"][0]["runtime_env"]["env_vars"]
     assert env_vars["AUTH_ENABLED"] == "true" and env_vars["API_KEYS_FILE"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_each_request_is_access_logged_once_by_the_gateway(path: Path) -> None:
+    config = yaml.safe_load(path.read_text())
+    default = config["logging_config"]["enable_access_log"]
+    assert default is False  # the proxy's line and the internal hops' would repeat it
+    deployments = config["applications"][0]["deployments"]
+    logged = {d["name"] for d in deployments if d.get("logging_config", {}).get("enable_access_log", default)}
+    assert logged == {"Gateway"}

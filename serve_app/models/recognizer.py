@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,11 @@ from serve_app.models.pack import session_options
 # w600k_mbf.onnx declares its output as [1, 512] although the graph batches; onnxruntime
 # then warns on every batched call. Only this session's log level is raised, to ERROR.
 _ORT_LOG_ERROR = 3
+
+# insightface's norm_crop calls a scikit-image method deprecated in 0.26 (same result);
+# its FutureWarning would reach every embedder log and means nothing to an operator.
+warnings.filterwarnings("ignore", message=r".*`estimate` is deprecated", category=FutureWarning,
+                        module=r"insightface\.utils\.face_align")
 
 
 class FaceRecognizer:
