@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     face_detector_file: str | None = None
     face_recognizer_file: str | None = None
     face_device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
-    det_size: int = Field(640, ge=160, le=1280)
+    det_size: int = Field(640, ge=160, le=1280, multiple_of=32)
     det_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     min_face_size: int = Field(20, ge=1, description="Smallest face side in pixels")
     ort_intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime default")
