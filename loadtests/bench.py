@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import gc
 import json
 import os
@@ -40,16 +39,12 @@ import httpx
 import numpy as np
 
 from serve_app.launcher import DEFAULT_CONFIG, REPO_ROOT, ServeProcess, free_port, get_json
-from serve_app.samples import sample_set
+from serve_app.samples import data_uri, sample_set
 
 DEFAULT_OUT = REPO_ROOT / "results" / "bench"
 TENANT = "bench"
 IDENTITY = "bench-person"
 PROBES = ("probe_same_person", "different_person")
-
-
-def data_uri(data: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
 # --- (a) the models alone ------------------------------------------------------------
@@ -197,8 +192,9 @@ def health_provider(url: str) -> str | None:
     return ((body or {}).get("components", {}).get("embedder", {}) or {}).get("provider")
 
 
-def measure_server(name: str, server: Any, data_dir: Path, args: argparse.Namespace) -> Curve:
-    """Start a server (anything with start/stop/url), load it step by step, stop it."""
+def measure_server(name: str, server: Any, args: argparse.Namespace) -> Curve:
+    """Start a server (anything with start/stop/url/data_dir), load it step by step, stop it
+    and remove its data."""
     curve = Curve(name)
     try:
         curve.startup_s = server.start()
@@ -206,14 +202,13 @@ def measure_server(name: str, server: Any, data_dir: Path, args: argparse.Namesp
         load_curve(curve, server.url, args)
     finally:
         server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(server.data_dir, ignore_errors=True)
     return curve
 
 
 def run_graph(args: argparse.Namespace) -> Curve:
     data_dir = Path(tempfile.mkdtemp(prefix="face-bench-graph-"))
-    return measure_server("graph", ServeProcess(data_dir, config=args.config, log_path=args.out / "serve.log"),
-                          data_dir, args)
+    return measure_server("graph", ServeProcess(data_dir, config=args.config, log_path=args.out / "serve.log"), args)
 
 
 class PeerProcess:
@@ -260,7 +255,7 @@ class PeerProcess:
 
 def run_peer(args: argparse.Namespace) -> Curve:
     data_dir = Path(tempfile.mkdtemp(prefix="face-bench-peer-"))
-    return measure_server("peer", PeerProcess(data_dir, args.out / "peer.log"), data_dir, args)
+    return measure_server("peer", PeerProcess(data_dir, args.out / "peer.log"), args)
 
 
 # --- report ----------------------------------------------------------------------------

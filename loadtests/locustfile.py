@@ -22,7 +22,6 @@ monkey-patches the whole process with gevent.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import random
@@ -56,13 +55,9 @@ from loadtests.targets import (
     judge,
     summary,
 )
-from serve_app.samples import sample_set, synthetic_gallery
+from serve_app.samples import data_uri, sample_set, synthetic_gallery
 
 logger = logging.getLogger("loadtest")
-
-
-def data_uri(data: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
 @dataclass

@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from serve_app.auth import resolve_tenant
 from serve_app.config import SERVICE_NAME, get_settings
 from serve_app.embedding import EmbedRequest, load_pipeline
 from serve_app.errors import DomainError
@@ -32,15 +33,14 @@ from serve_app.images import decode_base64
 from serve_app.repository import FaceRepository
 from serve_app.samples import sample_set
 from serve_app.schemas import EnrollRequest, SearchRequest, VerifyRequest
-from serve_app.store.edge import EdgeStore
+from serve_app.store import open_store
 
 
 class Peer:
     def __init__(self) -> None:
         self.settings = get_settings()
         self.pipeline = load_pipeline(self.settings)
-        self.repository = FaceRepository(EdgeStore(self.settings.qdrant_path), self.settings.qdrant_collection,
-                                         self.settings.identity_collection, self.settings.vector_dim)
+        self.repository = FaceRepository.for_settings(open_store(self.settings), self.settings)
         self.repository.ensure_all()
         self.ports = Ports(PipelineEmbedder(self.pipeline), LocalPort(self.repository), self.settings)
 
@@ -84,27 +84,21 @@ def build_app() -> FastAPI:
     async def enroll_identity(body: EnrollRequest) -> Any:
         current = ready()
         images = [current.image(value) for value in body.images_b64]
-        return await enroll_flow.enroll_identity(current.ports, _tenant(body.tenant_id), body.identity_id, images)
+        return await enroll_flow.enroll_identity(current.ports, resolve_tenant(body.tenant_id, None), body.identity_id, images)
 
     @app.post("/api/v1/verify")
     async def verify(body: VerifyRequest) -> Any:
         current = ready()
-        return await verify_flow.verify(current.ports, _tenant(body.tenant_id), body.identity_id,
+        return await verify_flow.verify(current.ports, resolve_tenant(body.tenant_id, None), body.identity_id,
                                         current.image(body.image_b64), body.hi_threshold)
 
     @app.post("/api/v1/search")
     async def search(body: SearchRequest) -> Any:
         current = ready()
-        return await search_flow.search(current.ports, _tenant(body.tenant_id), current.image(body.image_b64),
+        return await search_flow.search(current.ports, resolve_tenant(body.tenant_id, None), current.image(body.image_b64),
                                         body.top_k)
 
     return app
-
-
-def _tenant(tenant_id: str | None) -> str:
-    if tenant_id is None:
-        raise DomainError("tenant_id_required", 422)
-    return tenant_id
 
 
 def main(argv: list[str] | None = None) -> None:

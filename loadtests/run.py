@@ -14,7 +14,6 @@ locust` monkey-patches its whole process with gevent, which must not meet this o
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtests.targets import format_table
 from serve_app.launcher import DEFAULT_CONFIG, REPO_ROOT, ServeProcess
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -81,23 +79,17 @@ def execute(run: LoadRun) -> int:
         finally:
             app.stop()
             shutil.rmtree(data_dir, ignore_errors=True)
-    summary_path = run.out / "summary.json"
-    if summary_path.is_file():
-        data = json.loads(summary_path.read_text())
-        print("\n" + format_table(data))
-        missed = [v for v in data["verdicts"] if not v["met"]]
-        for verdict in missed:
-            print(f"target MISSED: {verdict['endpoint']} {verdict['target']} "
-                  f"(measured {verdict['measured']}; {verdict['option']})")
-    else:
+    # Locust itself printed the per-endpoint table and every missed target.
+    if not (run.out / "summary.json").is_file():
         print("Locust wrote no summary (see its output above)")
-    print(f"\nreports: {run.out}/ (report.html, locust_stats.csv, summary.json, serve.log)")
+    app_log = "" if run.host else ", serve.log"
+    print(f"\nreports: {run.out}/ (report.html, locust_stats.csv, summary.json{app_log})")
     print("result: " + ("PASS" if code == 0 else f"FAIL (exit {code})"))
     return code
 
 
-def parse(argv: list[str] | None = None, defaults: LoadRun | None = None) -> LoadRun:
-    base = defaults or LoadRun()
+def parse(argv: list[str] | None = None) -> LoadRun:
+    base = LoadRun()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="Unknown options are passed to Locust.")
     parser.add_argument("--users", "-u", type=int, default=base.users, help="concurrent Locust users")
@@ -109,7 +101,7 @@ def parse(argv: list[str] | None = None, defaults: LoadRun | None = None) -> Loa
     parser.add_argument("--config", type=Path, default=base.config, help="Serve config to start the app from")
     args, locust_args = parser.parse_known_args(argv)
     return LoadRun(users=args.users, spawn_rate=args.spawn_rate, run_time=args.run_time, host=args.host,
-                   out=args.out, config=args.config, locust_args=[*base.locust_args, *locust_args])
+                   out=args.out, config=args.config, locust_args=locust_args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,14 +66,15 @@ def judge(figures: list[EndpointFigures], targets: Targets) -> list[Verdict]:
     """Every target that applies to an endpoint that saw requests, met or not."""
     verdicts: list[Verdict] = []
     for row in figures:
+        if not row.requests:
+            continue
         label = f"{row.method} {row.name}"
         limit = targets.p95_ms.get(row.name)
-        if limit is not None and row.requests:
+        if limit is not None:
             verdicts.append(Verdict(label, f"p95 < {limit:g} ms", f"{row.p95_ms:.0f} ms", row.p95_ms < limit,
-                                    P95_OPTION.get(row.name, "--p95-*-ms")))
-        if row.requests:
-            verdicts.append(Verdict(label, f"errors < {targets.max_error_pct:g}%", f"{row.error_pct:.2f}%",
-                                    row.error_pct < targets.max_error_pct, "--max-error-pct"))
+                                    P95_OPTION[row.name]))
+        verdicts.append(Verdict(label, f"errors < {targets.max_error_pct:g}%", f"{row.error_pct:.2f}%",
+                                row.error_pct < targets.max_error_pct, "--max-error-pct"))
     return verdicts
 
 

@@ -102,19 +102,13 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         processed = self.images - self.skipped_already_ingested
-        rate = self.seconds or float("inf")
+        seconds = self.seconds or float("inf")
         return {
             **self.__dict__,
             "failure_reasons": dict(Counter(f["reason"] for f in self.failures)),
-            "images_per_s": round(processed / rate, 2),
-            "faces_per_s": round(self.faces / rate, 2),
+            "images_per_s": round(processed / seconds, 2),
+            "faces_per_s": round(self.faces / seconds, 2),
         }
-
-
-def _known_image_ids(repository: FaceRepository, tenant_id: str) -> set[str]:
-    records = repository.store.scroll(repository.faces, {"tenant_id": tenant_id, "source": "ingest"},
-                                      page_size=1024)
-    return {str(record.payload["image_id"]) for record in records if record.payload.get("image_id")}
 
 
 def run_ingest(
@@ -131,8 +125,7 @@ def run_ingest(
 
     paths = list_images(source)
     summary = Summary(tenant_id, site, images=len(paths))
-    repository = FaceRepository(open_store(settings), settings.qdrant_collection,
-                                settings.identity_collection, settings.vector_dim)
+    repository = FaceRepository.for_settings(open_store(settings), settings)
     started = time.perf_counter()
     try:
         repository.ensure_all()
@@ -144,7 +137,7 @@ def run_ingest(
         ray.data.DataContext.get_current().enable_progress_bars = False
         ray.data.DataContext.get_current().print_on_execution_start = False
 
-        known = _known_image_ids(repository, tenant_id)
+        known = repository.ingested_image_ids(tenant_id)
         use_gpu = "CUDAExecutionProvider" in choose_providers(settings.face_device)
         dataset = (
             ray.data.read_binary_files(paths, include_paths=True)
@@ -157,16 +150,17 @@ def run_ingest(
         )
         pending = set(paths)
         bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="ingest")
-        for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
-            for path, image_id, blob in zip(batch["path"], batch["image_id"], batch["result"], strict=True):
-                pending.discard(path)
-                try:
-                    answer = asyncio.run(store_embedded_image(
-                        ports, tenant_id, site, str(image_id), pickle.loads(blob), url=Path(path).as_uri()))
-                    summary.record(answer)
-                except DomainError as error:
-                    summary.failures.append({"path": str(path), "reason": error.code})
-                bar.update(1)
+        with asyncio.Runner() as runner:  # one event loop for every write of the run
+            for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+                for path, image_id, blob in zip(batch["path"], batch["image_id"], batch["result"], strict=True):
+                    pending.discard(path)
+                    try:
+                        answer = runner.run(store_embedded_image(
+                            ports, tenant_id, site, str(image_id), pickle.loads(blob), url=Path(path).as_uri()))
+                        summary.record(answer)
+                    except DomainError as error:
+                        summary.failures.append({"path": str(path), "reason": error.code})
+                    bar.update(1)
         summary.skipped_already_ingested += len(pending)  # filtered out before embedding
         bar.update(len(pending))
         bar.close()
@@ -174,7 +168,6 @@ def run_ingest(
         summary.seconds = round(time.perf_counter() - started, 2)
         repository.store.close()
     return summary
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,16 +63,13 @@ class ServeProcess:
         self,
         data_dir: Path,
         config: Path = DEFAULT_CONFIG,
-        port: int | None = None,
         env: dict[str, str] | None = None,
-        deployment_overrides: dict[str, dict[str, Any]] | None = None,
         log_path: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.config = Path(config)
-        self.port = port or free_port()
+        self.port = free_port()
         self.env = env or {}
-        self.overrides = deployment_overrides or {}
         self.log_path = log_path or self.data_dir / "serve.log"
         self.ray_port = 0
         self.metrics_port = 0
@@ -91,9 +88,6 @@ class ServeProcess:
     def _write_config(self) -> Path:
         config = yaml.safe_load(self.config.read_text())
         config.setdefault("http_options", {})["port"] = self.port
-        for app in config["applications"]:
-            for deployment in app.get("deployments", []):
-                deployment.update(self.overrides.get(deployment["name"], {}))
         handle, path = tempfile.mkstemp(prefix="serve-", suffix=".yaml", dir=self.data_dir)
         with os.fdopen(handle, "w") as out:
             yaml.safe_dump(config, out)
@@ -180,10 +174,3 @@ class ServeProcess:
         if self._ray_temp:
             shutil.rmtree(self._ray_temp, ignore_errors=True)
             self._ray_temp = None
-
-    def __enter__(self) -> "ServeProcess":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -19,12 +19,15 @@ import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from serve_app.dedup import hash_bands, hamming
 from serve_app.store.base import CollectionSpec, Hit, Record, VectorStore
+
+if TYPE_CHECKING:
+    from serve_app.config import Settings
 
 # Fixed namespace so that point ids are stable across processes and releases.
 _ID_NAMESPACE = uuid.UUID("5f0c1e0e-6d2b-4c53-9b0c-2b7f4c6a9e11")
@@ -87,6 +90,11 @@ class FaceRepository:
         # requests leave one consistent template and one set of enrollment faces. The
         # embedded store runs in exactly one process, where this lock is complete.
         self._identity_locks = [threading.Lock() for _ in range(64)]
+
+    @classmethod
+    def for_settings(cls, store: VectorStore, settings: Settings) -> FaceRepository:
+        """The configured collections (QDRANT_COLLECTION, IDENTITY_COLLECTION, VECTOR_DIM) on `store`."""
+        return cls(store, settings.qdrant_collection, settings.identity_collection, settings.vector_dim)
 
     def _identity_lock(self, tenant_id: str, identity_id: str) -> threading.Lock:
         return self._identity_locks[zlib.crc32(f"{tenant_id}/{identity_id}".encode()) % 64]
@@ -221,8 +229,10 @@ class FaceRepository:
             return None
         return min(images.values(), key=lambda image: (image.distance, image.image_id))
 
-    def image_ingested(self, tenant_id: str, image_id: str) -> bool:
-        return self.store.count(self.faces, {"tenant_id": tenant_id, "image_id": image_id}) > 0
+    def ingested_image_ids(self, tenant_id: str) -> set[str]:
+        """Content addresses of the tenant's gallery images that have faces stored."""
+        records = self.store.scroll(self.faces, {"tenant_id": tenant_id, "source": "ingest"}, page_size=1024)
+        return {str(record.payload["image_id"]) for record in records if record.payload.get("image_id")}
 
     def match_identities(self, tenant_id: str, vectors: Sequence[np.ndarray], min_cosine: float
                          ) -> list[IdentityMatch | None]:

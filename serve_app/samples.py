@@ -15,6 +15,7 @@ serve_app.samples DIR` writes them as JPEG files.
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib.util
 from collections.abc import Iterator
 from functools import lru_cache
@@ -54,6 +55,11 @@ def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return buffer.tobytes()
+
+
+def data_uri(data: bytes) -> str:
+    """JPEG bytes as the `data:image/jpeg;base64,...` string the API takes."""
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
 def pad(image: np.ndarray, fraction: float, value: int = 0) -> np.ndarray:
@@ -109,12 +115,17 @@ def sample_set() -> dict[str, bytes]:
 GALLERY_SOURCES = ("players.jpg", "gdp.jpg", "t1.jpg", "yaoming.jpg")
 
 
+@lru_cache(maxsize=1)
+def _gallery_sources() -> tuple[np.ndarray, ...]:
+    return tuple(read_package_image(name) for name in GALLERY_SOURCES)
+
+
 def synthetic_gallery(count: int, seed: int = 0, size: int = 640) -> Iterator[tuple[str, bytes]]:
     """`count` distinct crawled-looking photos: 2x2 mosaics of random crops of the
-    package photos, each tile rescaled, some mirrored or recoloured. Distinct enough
-    that no two are perceptual duplicates, with 0 to a dozen faces each."""
+    package photos, each tile rescaled, brightness/contrast-jittered and some mirrored.
+    Distinct enough that no two are perceptual duplicates, with about 1 to 20 faces each."""
     rng = np.random.default_rng(seed)
-    sources = [read_package_image(name) for name in GALLERY_SOURCES]
+    sources = _gallery_sources()
     tile = size // 2
     for index in range(count):
         canvas = np.zeros((size, size, 3), np.uint8)

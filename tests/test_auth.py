@@ -84,8 +84,11 @@ def test_a_broken_edit_keeps_the_last_good_keys(keyfile: Path) -> None:
     assert ring.authenticate("acme-secret").tenant_id == "acme"
 
 
-def test_keys_are_stored_hashed_only(keyfile: Path) -> None:
-    assert "acme-secret" not in keyfile.read_text()
+def test_a_key_file_holding_clear_keys_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "clear.json"
+    write_keys(path, [{"sha256": "acme-secret", "tenant_id": "acme"}])
+    with pytest.raises(Unauthorized):
+        KeyRing(True, path, None).authenticate("acme-secret")
 
 
 def test_environment_keys(tmp_path: Path) -> None:

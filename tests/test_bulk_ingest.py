@@ -57,7 +57,7 @@ def test_bulk_ingest_reports_bad_files_and_resumes(ray_local, folder: Path, tmp_
         ("notes.jpg", "not_an_image"), ("truncated.jpg", "truncated_image")]
 
     store = EdgeStore(settings.qdrant_path)
-    repository = FaceRepository(store, settings.qdrant_collection, settings.identity_collection, 512)
+    repository = FaceRepository.for_settings(store, settings)
     repository.ensure_all()
     assert repository.count_faces("bulk-tenant") == expected_faces
     store.close()

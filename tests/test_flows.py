@@ -64,8 +64,7 @@ def settings() -> Settings:
 
 @pytest.fixture
 def repository(settings: Settings) -> FaceRepository:
-    repo = FaceRepository(QdrantServerStore(QdrantClient(":memory:")), settings.qdrant_collection,
-                          settings.identity_collection, DIM)
+    repo = FaceRepository.for_settings(QdrantServerStore(QdrantClient(":memory:")), settings)
     repo.ensure_all()
     return repo
 

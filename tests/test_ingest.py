@@ -29,8 +29,7 @@ def run(coro):
 
 @pytest.fixture
 def repository(tmp_path, settings: Settings):
-    repo = FaceRepository(EdgeStore(tmp_path / "qdrant"), settings.qdrant_collection,
-                          settings.identity_collection, settings.vector_dim)
+    repo = FaceRepository.for_settings(EdgeStore(tmp_path / "qdrant"), settings)
     repo.ensure_all()
     yield repo
     repo.store.close()
@@ -86,7 +85,7 @@ def test_recompressed_resized_copy_is_a_duplicate(ports, repository, players, pl
     assert answer["status"] == "duplicate"
     assert answer["duplicate_of"]["image_id"] == first["image_id"]
     assert answer["duplicate_of"]["url"] == "https://a.example/orig.jpg"
-    assert answer["duplicate_of"]["distance"] <= Settings(_env_file=None).dedup_max_distance
+    assert answer["duplicate_of"]["distance"] <= ports.settings.dedup_max_distance
     assert repository.count_faces("t1") == first["count"]
 
 

@@ -20,8 +20,7 @@ logger = logging.getLogger("ray.serve")
 class FaceStore:
     def __init__(self) -> None:
         settings = get_settings()
-        self.repository = FaceRepository(open_store(settings), settings.qdrant_collection,
-                                         settings.identity_collection, settings.vector_dim)
+        self.repository = FaceRepository.for_settings(open_store(settings), settings)
         self.repository.ensure_all()
         stats = self.repository.stats()
         logger.info("ensure_all() done on %s: %s", stats["engine"], stats["collections"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 
 import httpx
@@ -24,7 +23,3 @@ def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess
 def client(serve_app: ServeProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=serve_app.url, timeout=60) as http:
         yield http
-
-
-def data_uri(data: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(data).decode()

@@ -13,7 +13,7 @@ import pytest
 
 from serve_app.auth import digest
 from serve_app.launcher import ServeProcess
-from tests.e2e.conftest import data_uri
+from serve_app.samples import data_uri
 
 KEYS = {"acme": "acme-key-1", "globex": "globex-key-1", "admin": "ops-key-1"}
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from serve_app.launcher import ServeProcess
-from tests.e2e.conftest import data_uri
+from serve_app.samples import data_uri
 
 # Runs in its own process: attaching this pytest process to the app's Ray cluster would
 # tie the test runner's lifetime to it.
@@ -59,6 +59,21 @@ def enrolled_person(client: httpx.Client, samples) -> str:
     return "steady"
 
 
+def post(http: httpx.Client, path: str, body: dict) -> tuple[int, str]:
+    """(status, detail code) of one call; an unreadable answer or a broken connection is
+    recorded as such, so the assertions below see it instead of a dead worker thread."""
+    try:
+        response = http.post(path, json=body)
+    except httpx.HTTPError as error:
+        return 0, type(error).__name__
+    if response.status_code == 200:
+        return 200, "ok"
+    try:
+        return response.status_code, str(response.json().get("detail", ""))
+    except ValueError:
+        return response.status_code, response.text[:80]
+
+
 def test_killed_embedder_recovers(serve_app: ServeProcess, client: httpx.Client, samples,
                                   enrolled_person: str) -> None:
     statuses: Counter[tuple[int, str]] = Counter()
@@ -68,9 +83,7 @@ def test_killed_embedder_recovers(serve_app: ServeProcess, client: httpx.Client,
     def traffic() -> None:
         with httpx.Client(base_url=serve_app.url, timeout=60) as http:
             while not stop.is_set():
-                response = http.post("/api/v1/verify", json=body)
-                detail = response.json().get("detail", "") if response.status_code != 200 else "ok"
-                statuses[(response.status_code, detail)] += 1
+                statuses[post(http, "/api/v1/verify", body)] += 1
 
     workers = [threading.Thread(target=traffic) for _ in range(2)]
     for worker in workers:
@@ -106,12 +119,12 @@ def test_killed_store_loses_no_acknowledged_enrollment(serve_app: ServeProcess, 
             while not stop.is_set():
                 identity = f"durable-{threading.get_ident()}-{index}"
                 index += 1
-                response = http.post("/api/v1/enroll_identity", json={
+                outcome = post(http, "/api/v1/enroll_identity", {
                     "tenant_id": "crash", "identity_id": identity, "images_b64": photos})
-                if response.status_code == 200:
+                if outcome[0] == 200:
                     acknowledged.append(identity)
                 else:
-                    refused[(response.status_code, response.json().get("detail", ""))] += 1
+                    refused[outcome] += 1
 
     worker = threading.Thread(target=enroll_many)
     worker.start()

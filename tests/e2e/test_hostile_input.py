@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.e2e.conftest import data_uri
+from serve_app.samples import data_uri
 from tests.hostile_images import corpus
 
 TENANT = "hostile"

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from serve_app.samples import adjust, crop_box, encode_jpeg, read_package_image, resize
-from tests.e2e.conftest import data_uri
+from serve_app.samples import data_uri
 
 TENANT = "gallery-tenant"
 

@@ -8,7 +8,7 @@ import urllib.request
 import httpx
 
 from serve_app.launcher import ServeProcess
-from tests.e2e.conftest import data_uri
+from serve_app.samples import data_uri
 
 PLAN_METRICS = {
     "ray_enrollment_attempts_total", "ray_enrollment_success_total", "ray_enrollment_latency_seconds_bucket",

@@ -7,7 +7,7 @@ import base64
 import httpx
 import pytest
 
-from tests.e2e.conftest import data_uri
+from serve_app.samples import data_uri
 
 TENANT = "test-tenant"
 

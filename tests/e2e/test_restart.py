@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from serve_app.launcher import ServeProcess
-from tests.e2e.conftest import data_uri
+from serve_app.samples import data_uri
 
 
 def test_enrollment_survives_restart(serve_app: ServeProcess, client: httpx.Client, samples) -> None:

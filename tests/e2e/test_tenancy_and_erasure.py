@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from serve_app.samples import encode_jpeg, read_package_image
-from tests.e2e.conftest import data_uri
+from serve_app.samples import data_uri
 
 A, B = "tenant-alpha", "tenant-beta"
 
