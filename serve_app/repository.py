@@ -13,13 +13,17 @@ tenant's points.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import threading
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -28,6 +32,8 @@ from serve_app.store.base import CollectionSpec, Hit, Record, VectorStore
 
 if TYPE_CHECKING:
     from serve_app.config import Settings
+
+logger = logging.getLogger(__name__)
 
 # Fixed namespace so that point ids are stable across processes and releases.
 _ID_NAMESPACE = uuid.UUID("5f0c1e0e-6d2b-4c53-9b0c-2b7f4c6a9e11")
@@ -80,6 +86,60 @@ class IdentityMatch:
     cosine: float
 
 
+class WriteGate:
+    """Many writers at once, or one snapshot alone (writer-preferring for the snapshot,
+    so a steady stream of writes cannot starve a backup)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._writers = 0
+        self._exclusive = False
+        self._waiting_exclusive = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting_exclusive:
+                self._cond.wait()
+            self._writers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_exclusive += 1
+            while self._exclusive or self._writers:
+                self._cond.wait()
+            self._waiting_exclusive -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _writes(method: Callable[Concatenate[FaceRepository, P], R]) -> Callable[Concatenate[FaceRepository, P], R]:
+    """A repository write: whole (all its store calls) on one side of any snapshot."""
+
+    @functools.wraps(method)
+    def gated(self: FaceRepository, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self.write_gate.shared():
+            return method(self, *args, **kwargs)
+
+    return gated
+
+
 class FaceRepository:
     def __init__(self, store: VectorStore, faces_collection: str, identities_collection: str, dim: int) -> None:
         self.store = store
@@ -90,6 +150,9 @@ class FaceRepository:
         # requests leave one consistent template and one set of enrollment faces. The
         # embedded store runs in exactly one process, where this lock is complete.
         self._identity_locks = [threading.Lock() for _ in range(64)]
+        # Every write holds it shared; a snapshot holds it alone, so that it never sees
+        # half of an enrollment (faces replaced, template not yet).
+        self.write_gate = WriteGate()
 
     @classmethod
     def for_settings(cls, store: VectorStore, settings: Settings) -> FaceRepository:
@@ -100,9 +163,42 @@ class FaceRepository:
         return self._identity_locks[zlib.crc32(f"{tenant_id}/{identity_id}".encode()) % 64]
 
     # --- schema -------------------------------------------------------------------
-    def ensure_all(self) -> None:
-        self.store.ensure_collection(CollectionSpec(self.faces, self.dim, FACE_INDEXES))
-        self.store.ensure_collection(CollectionSpec(self.identities, self.dim, IDENTITY_INDEXES))
+    def specs(self) -> tuple[CollectionSpec, CollectionSpec]:
+        return (CollectionSpec(self.faces, self.dim, FACE_INDEXES),
+                CollectionSpec(self.identities, self.dim, IDENTITY_INDEXES))
+
+    @_writes
+    def ensure_all(self, model: Mapping[str, Any] | None = None) -> None:
+        """Create missing collections and payload indexes (idempotent); with `model`, record
+        it as the collections' writer where none is recorded, and warn where another is."""
+        for spec in self.specs():
+            self.store.ensure_collection(spec)
+            if model is None:
+                continue
+            recorded = self.store.describe(spec.name).metadata.get("model")
+            if recorded is None:
+                self.store.set_metadata(spec.name, {"model": dict(model)})
+            elif recorded != dict(model):
+                logger.warning("collection %s was written by model %s, this service embeds with %s: "
+                               "its vectors are not comparable", spec.name, recorded, dict(model))
+
+    def describe_collections(self) -> list[dict[str, Any]]:
+        """Each configured collection as it is (nothing created): size, distance, points,
+        payload indexes with types, the expected ones missing, and the model that wrote it."""
+        described = []
+        for spec in self.specs():
+            if not self.store.exists(spec.name):
+                described.append({"name": spec.name, "exists": False, "expected_dim": spec.dim,
+                                  "missing_indexes": list(spec.keyword_indexes)})
+                continue
+            info = self.store.describe(spec.name)
+            described.append({
+                "name": spec.name, "exists": True, "points": info.points, "dim": info.dim,
+                "expected_dim": spec.dim, "distance": info.distance, "indexes": dict(info.indexes),
+                "missing_indexes": [name for name in spec.keyword_indexes if name not in info.keyword_indexes],
+                "model": info.metadata.get("model"),
+            })
+        return described
 
     def stats(self) -> dict[str, Any]:
         collections = {}
@@ -122,6 +218,7 @@ class FaceRepository:
             return None
         return Identity(tenant_id, identity_id, record.vector, record.payload)
 
+    @_writes
     def save_identity(
         self,
         tenant_id: str,
@@ -149,6 +246,7 @@ class FaceRepository:
         ])
         self.store.upsert(self.identities, [Record(identity_point_id(tenant_id, identity_id), payload, template)])
 
+    @_writes
     def delete_identity(self, tenant_id: str, identity_id: str) -> dict[str, int] | None:
         """Erase a person: template, enrollment photos, and their tag on gallery faces.
 
@@ -165,6 +263,7 @@ class FaceRepository:
             self.store.delete(self.identities, [identity_point_id(tenant_id, identity_id)])
         return {"enrollment_faces_deleted": removed, "gallery_faces_untagged": len(tagged)}
 
+    @_writes
     def delete_tenant(self, tenant_id: str) -> dict[str, int]:
         """Erase every point of a tenant in both collections."""
         where = {"tenant_id": tenant_id}
@@ -176,6 +275,78 @@ class FaceRepository:
 
     def count_identities(self, tenant_id: str) -> int:
         return self.store.count(self.identities, {"tenant_id": tenant_id})
+
+    # --- operator views ---------------------------------------------------------------
+    def enrollment_faces(self, tenant_id: str, identity_id: str, with_vectors: bool = False) -> list[Record]:
+        records = self.store.scroll(self.faces, {"tenant_id": tenant_id, "identity_id": identity_id,
+                                                 "source": "enrollment"}, with_vectors=with_vectors)
+        return sorted(records, key=lambda record: int(record.payload.get("image_index", 0)))
+
+    def describe_identity(self, tenant_id: str, identity_id: str, with_vectors: bool = False
+                          ) -> dict[str, Any] | None:
+        """Template metadata, enrollment photos and how many gallery faces carry the tag."""
+        identity = self.get_identity(tenant_id, identity_id)
+        if identity is None:
+            return None
+        faces = self.enrollment_faces(tenant_id, identity_id, with_vectors)
+        tagged = self.store.count(self.faces, {"tenant_id": tenant_id, "identity_id": identity_id,
+                                               "source": "ingest"})
+        described: dict[str, Any] = {
+            "point_id": identity_point_id(tenant_id, identity_id),
+            "template": dict(identity.payload),
+            "enrollment_faces": [{"point_id": record.id, **record.payload} for record in faces],
+            "gallery_faces_tagged": tagged,
+        }
+        if with_vectors:
+            described["template_vector"] = [round(float(x), 6) for x in identity.template]
+            for entry, record in zip(described["enrollment_faces"], faces, strict=True):
+                entry["vector"] = [round(float(x), 6) for x in record.vector] if record.vector is not None else None
+        return described
+
+    def identity_ids(self, tenant_id: str, prefix: str = "") -> list[str]:
+        records = self.store.scroll(self.identities, {"tenant_id": tenant_id}, page_size=1024)
+        return sorted(str(record.payload["identity_id"]) for record in records
+                      if str(record.payload.get("identity_id", "")).startswith(prefix))
+
+    def cleanup_identities(self, tenant_id: str, prefix: str = "", apply: bool = False) -> dict[str, Any]:
+        """The tenant's identities whose id starts with `prefix` (all when empty): their
+        templates, enrollment photos and gallery tags. Counts only, unless `apply`."""
+        ids = self.identity_ids(tenant_id, prefix)
+        enrollment = tagged = 0
+        for identity_id in ids:
+            if apply:
+                erased = self.delete_identity(tenant_id, identity_id)
+                if erased is None:
+                    continue  # erased meanwhile by someone else
+                enrollment += erased["enrollment_faces_deleted"]
+                tagged += erased["gallery_faces_untagged"]
+            else:
+                where = {"tenant_id": tenant_id, "identity_id": identity_id}
+                enrollment += self.store.count(self.faces, {**where, "source": "enrollment"})
+                tagged += self.store.count(self.faces, {**where, "source": "ingest"})
+        return {"tenant_id": tenant_id, "prefix": prefix, "applied": apply, "identities": len(ids),
+                "enrollment_faces": enrollment, "gallery_faces_tagged": tagged,
+                "identity_ids": ids}
+
+    # --- backup -----------------------------------------------------------------------
+    def snapshot(self, dest: Path, collections: Sequence[str] | None = None
+                 ) -> tuple[dict[str, dict[str, Any]], float]:
+        """A consistent copy of the collections under `dest`: repository writes pause (in
+        flight ones finish first), reads go on. Returns each collection's counts and file,
+        and for how many seconds writes were paused."""
+        names = list(collections or (self.faces, self.identities))
+        unknown = [name for name in names if name not in (self.faces, self.identities)]
+        if unknown:
+            raise ValueError(f"unknown collections {unknown}; this service has {self.faces}, {self.identities}")
+        with self.write_gate.exclusive():
+            paused = time.perf_counter()
+            infos = {name: self.store.describe(name) for name in names}
+            files = self.store.snapshot(names, dest)
+            paused = time.perf_counter() - paused
+        entries = {name: {"points": info.points, "dim": info.dim, "distance": info.distance,
+                          "indexes": dict(info.indexes), "model": info.metadata.get("model"), "file": files[name]}
+                   for name, info in infos.items()}
+        return entries, paused
 
     # --- gallery ----------------------------------------------------------------------
     def search_faces(
@@ -245,11 +416,13 @@ class FaceRepository:
             matches.append(IdentityMatch(hit.payload["identity_id"], hit.score) if hit else None)
         return matches
 
+    @_writes
     def add_faces(self, tenant_id: str, faces: Sequence[GalleryFace]) -> None:
         self.store.upsert(self.faces, [
             Record(face.id, {**face.payload, "tenant_id": tenant_id}, face.embedding) for face in faces
         ])
 
+    @_writes
     def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray, min_cosine: float,
                        limit: int) -> dict[str, int]:
         """Make the gallery's ingested faces agree with a new template of `identity_id`.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,11 @@ class CollectionInfo:
     points: int
     dim: int
     keyword_indexes: tuple[str, ...]
+    distance: str = "Cosine"
+    # Every payload index, field -> type ("keyword", "integer", ...).
+    indexes: Mapping[str, str] = field(default_factory=dict)
+    # Collection-level metadata (who wrote it: see `serve_app.model_identity`).
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 class VectorStore(abc.ABC):
@@ -57,6 +63,23 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     def describe(self, collection: str) -> CollectionInfo: ...
+
+    @abc.abstractmethod
+    def exists(self, collection: str) -> bool:
+        """Whether the collection exists (without creating it)."""
+
+    @abc.abstractmethod
+    def set_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        """Merge keys into the collection's metadata."""
+
+    @abc.abstractmethod
+    def snapshot(self, collections: Sequence[str], dest: Path) -> dict[str, str]:
+        """A point-in-time copy of the collections under `dest`; returns each one's file or
+        folder name there. Reads go on while it runs; writes to this store object wait."""
+
+    @abc.abstractmethod
+    def restore(self, collection: str, source: Path) -> None:
+        """Put a collection back from what `snapshot` wrote (`source` is its file or folder)."""
 
     @abc.abstractmethod
     def upsert(self, collection: str, records: Sequence[Record]) -> None:

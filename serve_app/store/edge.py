@@ -7,6 +7,8 @@ the FaceStore deployment therefore runs a single replica in this mode.
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,6 +43,15 @@ def _filter(where: Filter) -> qe.Filter | None:
     return qe.Filter(must=[_condition(key, value) for key, value in where.items()])
 
 
+class StoreLocked(RuntimeError):
+    """The shard is open in another process: a running service holds the embedded store."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} is open in another process (only one may open an embedded shard: "
+                         "stop the running service, talk to it over HTTP, or use a Qdrant server)")
+        self.path = path
+
+
 class EdgeStore(VectorStore):
     engine = "qdrant-edge"
 
@@ -57,28 +68,45 @@ class EdgeStore(VectorStore):
         try:
             return self._shards[collection]
         except KeyError:
-            raise KeyError(f"collection {collection!r} is not open; call ensure_collection") from None
+            pass
+        # A collection on disk that this object has not opened yet (e.g. an operator's
+        # read-only look): open it with the vector size it was created with.
+        config = self._stored_config(collection)
+        if config is None:
+            raise KeyError(f"collection {collection!r} does not exist; call ensure_collection")
+        with self._lock:
+            if collection not in self._shards:
+                self._open(collection, int(config["vectors"][""]["size"]))
+        return self._shards[collection]
+
+    def _stored_config(self, collection: str) -> dict[str, Any] | None:
+        path = self.root / collection / "edge_config.json"
+        return json.loads(path.read_text()) if path.is_file() else None  # type: ignore[no-any-return]
+
+    def _meta_path(self, collection: str) -> Path:
+        # Beside the shard, not inside it: the shard folder belongs to Edge.
+        return self.root / f"{collection}.meta.json"
+
+    def _open(self, name: str, dim: int) -> None:
+        path = self.root / name
+        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
+        if (path / "edge_config.json").exists():
+            # Passing the config makes Edge check the stored vectors agree with it.
+            try:
+                shard = qe.EdgeShard.load(str(path), config)
+            except Exception as error:
+                if "WAL" in str(error) or "WouldBlock" in str(error):
+                    raise StoreLocked(path) from error
+                raise ValueError(f"cannot open {path} as {dim}-d cosine vectors: {error}") from error
+        else:
+            shard = qe.EdgeShard.create(str(path), config)
+        self._shards[name] = shard
+        self._dims[name] = dim
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
         with self._lock:
             if spec.name not in self._shards:
-                path = self.root / spec.name
-                config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine))
-                if (path / "edge_config.json").exists():
-                    # Passing the config makes Edge check the stored vectors agree with it.
-                    try:
-                        shard = qe.EdgeShard.load(str(path), config)
-                    except Exception as error:
-                        if "WAL" in str(error) or "WouldBlock" in str(error):
-                            raise RuntimeError(
-                                f"{path} is open in another process (only one may open an embedded "
-                                "shard: stop the running service, or use a Qdrant server)"
-                            ) from error
-                        raise ValueError(f"cannot open {path} as {spec.dim}-d cosine vectors: {error}") from error
-                else:
-                    shard = qe.EdgeShard.create(str(path), config)
-                self._shards[spec.name] = shard
-                self._dims[spec.name] = spec.dim
+                self._open(spec.name, spec.dim)
             if self._dims[spec.name] != spec.dim:
                 raise ValueError(f"collection {spec.name} holds {self._dims[spec.name]}-d vectors, "
                                  f"expected {spec.dim}")
@@ -92,7 +120,53 @@ class EdgeStore(VectorStore):
         info = self._shard(collection).info()
         keywords = tuple(sorted(name for name, index in info.payload_schema.items()
                                 if index.data_type == qe.PayloadSchemaType.Keyword))
-        return CollectionInfo(collection, info.points_count, self._dims[collection], keywords)
+        indexes = {name: str(index.data_type).rsplit(".", 1)[-1].lower()
+                   for name, index in sorted(info.payload_schema.items())}
+        stored = self._stored_config(collection) or {}
+        distance = str(stored.get("vectors", {}).get("", {}).get("distance", "Cosine"))
+        meta_path = self._meta_path(collection)
+        metadata = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        return CollectionInfo(collection, info.points_count, self._dims[collection], keywords,
+                              distance, indexes, metadata)
+
+    def exists(self, collection: str) -> bool:
+        return collection in self._shards or self._stored_config(collection) is not None
+
+    def set_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        with self._lock:
+            path = self._meta_path(collection)
+            merged = {**(json.loads(path.read_text()) if path.is_file() else {}), **metadata}
+            partial = path.with_suffix(".tmp")
+            partial.write_text(json.dumps(merged, indent=2, sort_keys=True))
+            partial.replace(path)
+
+    def snapshot(self, collections: Sequence[str], dest: Path) -> dict[str, str]:
+        """Flush and copy the shard folders while holding the write lock: writes wait
+        (for the whole set, so the collections agree with each other), reads go on."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        names: dict[str, str] = {}
+        with self._lock:
+            for collection in collections:
+                self._shard(collection).flush()
+            for collection in collections:
+                shutil.copytree(self.root / collection, dest / collection)
+                if self._meta_path(collection).is_file():
+                    shutil.copy2(self._meta_path(collection), dest / f"{collection}.meta.json")
+                names[collection] = collection
+        return names
+
+    def restore(self, collection: str, source: Path) -> None:
+        """Copy a snapshot folder in as a collection this store does not have yet."""
+        source = Path(source)
+        with self._lock:
+            if self.exists(collection):
+                raise FileExistsError(f"collection {collection} already exists in {self.root}; "
+                                      "restore into a fresh data directory")
+            shutil.copytree(source, self.root / collection)
+            meta = source.parent / f"{collection}.meta.json"
+            if meta.is_file():
+                shutil.copy2(meta, self._meta_path(collection))
 
     def upsert(self, collection: str, records: Sequence[Record]) -> None:
         if not records:

@@ -7,8 +7,10 @@ qdrant-client's local mode, which speaks the same API (without payload indexes).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from qdrant_client import QdrantClient, models
 
@@ -41,12 +43,15 @@ def _filter(where: Filter) -> models.Filter | None:
 class QdrantServerStore(VectorStore):
     engine = "qdrant-server"
 
-    def __init__(self, client: QdrantClient) -> None:
+    def __init__(self, client: QdrantClient, url: str | None = None, api_key: str | None = None) -> None:
         self.client = client
+        # Snapshot files travel over Qdrant's REST API, which qdrant-client does not wrap.
+        self.url = url
+        self.api_key = api_key
 
     @classmethod
     def connect(cls, url: str, api_key: str | None, timeout_s: float) -> "QdrantServerStore":
-        return cls(QdrantClient(url=url, api_key=api_key or None, timeout=int(max(1, timeout_s))))
+        return cls(QdrantClient(url=url, api_key=api_key or None, timeout=int(max(1, timeout_s))), url, api_key)
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
         if not self.client.collection_exists(spec.name):
@@ -72,11 +77,56 @@ class QdrantServerStore(VectorStore):
         info = self.client.get_collection(collection)
         vectors = info.config.params.vectors
         dim = vectors.size if isinstance(vectors, models.VectorParams) else 0
+        schema = info.payload_schema or {}
         keywords = tuple(sorted(
-            name for name, schema in (info.payload_schema or {}).items()
-            if schema.data_type == models.PayloadSchemaType.KEYWORD
+            name for name, index in schema.items() if index.data_type == models.PayloadSchemaType.KEYWORD
         ))
-        return CollectionInfo(collection, int(info.points_count or 0), int(dim), keywords)
+        indexes = {name: str(getattr(index.data_type, "value", index.data_type)).lower()
+                   for name, index in sorted(schema.items())}
+        distance = vectors.distance.value if isinstance(vectors, models.VectorParams) else "?"
+        metadata = dict(getattr(info.config, "metadata", None) or {})
+        return CollectionInfo(collection, int(info.points_count or 0), int(dim), keywords,
+                              str(distance), indexes, metadata)
+
+    def exists(self, collection: str) -> bool:
+        return bool(self.client.collection_exists(collection))
+
+    def set_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        self.client.update_collection(collection, metadata=dict(metadata))
+
+    def _rest(self) -> httpx.Client:
+        if not self.url:
+            raise RuntimeError("snapshots need the Qdrant server's URL (QDRANT_URL)")
+        headers = {"api-key": self.api_key} if self.api_key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=600)
+
+    def snapshot(self, collections: Sequence[str], dest: Path) -> dict[str, str]:
+        """The server's snapshot API, one collection after the other (the server takes
+        each one consistently and keeps serving; the pair is not one atomic cut)."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        names: dict[str, str] = {}
+        with self._rest() as rest:
+            for collection in collections:
+                made = self.client.create_snapshot(collection, wait=True)
+                if made is None:
+                    raise RuntimeError(f"Qdrant made no snapshot of {collection}")
+                target = dest / f"{collection}.snapshot"
+                with rest.stream("GET", f"/collections/{collection}/snapshots/{made.name}") as response:
+                    response.raise_for_status()
+                    with open(target, "wb") as out:
+                        for chunk in response.iter_bytes():
+                            out.write(chunk)
+                self.client.delete_snapshot(collection, made.name, wait=True)
+                names[collection] = target.name
+        return names
+
+    def restore(self, collection: str, source: Path) -> None:
+        """Upload a snapshot file; the server recreates the collection from it."""
+        with self._rest() as rest, open(source, "rb") as snapshot:
+            response = rest.post(f"/collections/{collection}/snapshots/upload", params={"priority": "snapshot"},
+                                 files={"snapshot": (Path(source).name, snapshot)})
+            response.raise_for_status()
 
     def upsert(self, collection: str, records: Sequence[Record]) -> None:
         if not records:
