@@ -18,6 +18,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from serve_app import __version__
+from serve_app.config import Settings
+from serve_app.errors import DomainError
 from serve_app.model_identity import ModelIdentity
 from serve_app.repository import FaceRepository
 
@@ -123,6 +125,22 @@ def restore_backup(source: Path, repository: FaceRepository, model: ModelIdentit
             raise RuntimeError(f"{name}: restored {restored} points, the manifest says {entry.points}")
         counts[name] = {"points": restored, "expected": entry.points}
     return counts
+
+
+def backup_into(repository: FaceRepository, settings: Settings, model: ModelIdentity, name: str | None,
+                collections: Sequence[str] | None) -> tuple[Path, Manifest]:
+    """The admin route's backup: a new folder `name` under BACKUP_DIR (callers never name
+    a path on the service's host)."""
+    wanted = {spec.name for spec in repository.specs()}
+    unknown = sorted(set(collections or ()) - wanted)
+    if unknown:
+        raise DomainError("unknown_collection", 422, collections=unknown, known=sorted(wanted))
+    dest = settings.backups_path.resolve() / (name or backup_name())
+    try:
+        dest.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise DomainError("backup_exists", 409, name=dest.name) from None
+    return dest, create_backup(repository, dest, model, collections)
 
 
 def backup_name(now: dt.datetime | None = None) -> str:

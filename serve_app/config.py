@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     qdrant_collection: str = "faces_v1"
     identity_collection: str = "identities_v1"
     vector_dim: int = 512
+    # Where POST /api/v1/admin/backup writes (on the FaceStore's host); unset = a
+    # `backups` folder beside QDRANT_PATH.
+    backup_dir: Path | None = None
 
     # --- verification-first flow --------------------------------------------------
     enable_verification_flow: bool = True
@@ -80,6 +83,10 @@ class Settings(BaseSettings):
     @property
     def embedded_store(self) -> bool:
         return not self.qdrant_url
+
+    @property
+    def backups_path(self) -> Path:
+        return Path(self.backup_dir) if self.backup_dir else Path(self.qdrant_path).parent / "backups"
 
 
 @lru_cache(maxsize=1)

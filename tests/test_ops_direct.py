@@ -167,3 +167,37 @@ def test_plan_script_runs_verbatim(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     names = {c["name"]: c["exists"] for c in json.loads(done.stdout)["collections"]}
     assert names == {"faces_v1": True, "identities_v1": True}
+
+
+def test_similarity_explains_a_match_and_a_different_person(tmp_path: Path, pipeline, samples) -> None:
+    import asyncio
+
+    from serve_app.flows import enroll as enroll_flow
+    from serve_app.flows.ports import LocalPort, PipelineEmbedder, Ports
+
+    data_dir = tmp_path / "qdrant"
+    settings = Settings(_env_file=None)
+    repository = open_repository(data_dir)
+    ports = Ports(PipelineEmbedder(pipeline), LocalPort(repository), settings)
+    asyncio.run(enroll_flow.enroll_identity(ports, "test-tenant", "test-user-1",
+                                            [samples["frontal"], samples["left"], samples["right"]]))
+    repository.store.close()
+    for name in ("probe_same_person", "different_person"):
+        (tmp_path / f"{name}.jpg").write_bytes(samples[name])
+
+    same = ops_json(data_dir, "similarity", "--identity", "test-user-1", "--probe", str(tmp_path / "probe_same_person.jpg"))
+    assert same["verified"] is True and same["threshold"] == settings.verify_hi_threshold
+    assert same["margin"] == pytest.approx(same["similarity"] - same["threshold"], abs=1e-3)
+    assert [photo["image_index"] for photo in same["enrollment_photos"]] == [0, 1, 2]
+    assert all(photo["similarity"] > settings.verify_hi_threshold for photo in same["enrollment_photos"])
+    assert same["reason"].startswith("verifies")
+
+    other = ops_json(data_dir, "similarity", "-i", "test-user-1", "--probe", str(tmp_path / "different_person.jpg"))
+    assert other["verified"] is False and other["margin"] < 0
+    assert "different people" in other["reason"]
+    # The explanation decides exactly as /verify does: same template, same threshold.
+    assert other["similarity"] < same["similarity"]
+
+    code, output = ops(data_dir, "similarity", "-i", "test-user-1", "-t", "elsewhere",
+                       "--probe", str(tmp_path / "probe_same_person.jpg"))
+    assert code == 1 and "identity_not_enrolled" in output

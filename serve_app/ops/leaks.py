@@ -54,7 +54,8 @@ def serve_processes(url: str) -> dict[int, str]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         if title.startswith("ray::Serve") or title.startswith("ray::Proxy"):
-            found[child.pid] = title.removeprefix("ray::").split(" ")[0]
+            # ray::ServeReplica:<app>:<deployment>, ray::ProxyActor, ray::ServeController
+            found[child.pid] = title.removeprefix("ray::").split(" ")[0].split(":")[-1]
     if not found:
         raise OpsError(f"no Ray Serve processes beside the one on port {port} ({proxy.name()})")
     return found
@@ -97,7 +98,7 @@ def render(data: dict[str, Any]) -> None:
     for column in ("pid", "process", "RSS MB", "fds", "threads", "verdict"):
         table.add_column(column)
     for entry in data["processes"]:
-        rss = " -> ".join(str(u["rss_mb"]) for u in entry["rounds"])
+        rss = " -> ".join(f"{u['rss_mb']:.0f}" for u in entry["rounds"])
         fds = f"{entry['rounds'][0]['fds']} -> {entry['rounds'][-1]['fds']}"
         threads = f"{entry['rounds'][0]['threads']} -> {entry['rounds'][-1]['threads']}"
         colour = "green" if entry["verdict"] == "ok" else "red"

@@ -42,10 +42,10 @@ def summarize(samples: list[Sample], wall_s: float) -> dict[str, Any]:
 def render(data: dict[str, Any]) -> None:
     latency = data["latency_ms"]
     table = Table(title=f"{data['endpoint']}: {data['requests']} requests, {data['concurrency']} at a time")
-    for column in ("ok", "errors", "req/s", *latency):
+    for column in ("ok", "errors", "req/s", *(f"{name} ms" for name in latency)):
         table.add_column(column, justify="right")
     errors = ", ".join(f"{code}: {n}" for code, n in data["errors"].items()) or "0"
-    table.add_row(str(data["ok"]), errors, str(data["throughput_rps"]), *(f"{v} ms" for v in latency.values()))
+    table.add_row(str(data["ok"]), errors, str(data["throughput_rps"]), *(str(v) for v in latency.values()))
     console.print(table)
     if not data["server_timing"]:
         console.print("[dim]no Server-Timing header in the answers: no per-stage breakdown[/dim]")
