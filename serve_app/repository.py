@@ -132,11 +132,11 @@ R = TypeVar("R")
 def _writes(method: Callable[Concatenate[FaceRepository, P], R]) -> Callable[Concatenate[FaceRepository, P], R]:
     """A repository write: whole (all its store calls) on one side of any snapshot."""
 
-    @functools.wraps(method)
-    def gated(self: FaceRepository, *args: P.args, **kwargs: P.kwargs) -> R:
+    def gated(self: FaceRepository, /, *args: P.args, **kwargs: P.kwargs) -> R:
         with self.write_gate.shared():
             return method(self, *args, **kwargs)
 
+    functools.update_wrapper(gated, method)
     return gated
 
 

@@ -57,13 +57,15 @@ async def explain_similarity(embedder: EmbedderPort, repository: ExplainReposito
     embedded = await embedder.embed(EmbedRequest(image))
     face = embedded.largest()
     similarity = similarity_from_cosine(cosine(face.embedding, identity.template))
-    photos = []
+    photos: list[dict[str, Any]] = []
+    scores: list[float] = []
     for record in await repository.enrollment_faces(tenant_id, identity_id, with_vectors=True):
         if record.vector is None:
             continue
+        scores.append(round(similarity_from_cosine(cosine(face.embedding, record.vector)), 4))
         photos.append({"point_id": record.id, "image_index": record.payload.get("image_index"),
-                       "similarity": round(similarity_from_cosine(cosine(face.embedding, record.vector)), 4)})
-    best = max((photo["similarity"] for photo in photos), default=None)
+                       "similarity": scores[-1]})
+    best = max(scores, default=None)
     consistency = identity.payload.get("consistency")
     return {
         "identity": {"tenant_id": tenant_id, "identity_id": identity_id},

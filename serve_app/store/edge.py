@@ -81,7 +81,7 @@ class EdgeStore(VectorStore):
 
     def _stored_config(self, collection: str) -> dict[str, Any] | None:
         path = self.root / collection / "edge_config.json"
-        return json.loads(path.read_text()) if path.is_file() else None  # type: ignore[no-any-return]
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def _meta_path(self, collection: str) -> Path:
         # Beside the shard, not inside it: the shard folder belongs to Edge.
