@@ -21,7 +21,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
@@ -84,6 +84,74 @@ class StoredImage:
 class IdentityMatch:
     identity_id: str
     cosine: float
+
+
+@dataclass(frozen=True)
+class ErasedIdentity:
+    enrollment_faces_deleted: int
+    gallery_faces_untagged: int
+
+
+@dataclass(frozen=True)
+class ErasedTenant:
+    identities_deleted: int
+    faces_deleted: int
+
+
+@dataclass(frozen=True)
+class RetagResult:
+    tagged: int
+    untagged: int
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    points: int
+    keyword_indexes: list[str]
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    engine: str
+    collections: dict[str, CollectionStats]
+
+
+@dataclass(frozen=True)
+class CollectionState:
+    """A configured collection as it is: `exists` False and the rest empty when missing."""
+
+    name: str
+    exists: bool
+    expected_dim: int
+    missing_indexes: list[str]
+    points: int | None = None
+    dim: int | None = None
+    distance: str | None = None
+    indexes: dict[str, str] = field(default_factory=dict)
+    model: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class IdentityView:
+    """An identity as stored: the template's payload, its enrollment photos (payloads),
+    how many ingested gallery faces carry its tag; vectors only when asked for."""
+
+    point_id: str
+    template: dict[str, Any]
+    enrollment_faces: list[dict[str, Any]]
+    gallery_faces_tagged: int
+    template_vector: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class CleanupResult:
+    tenant_id: str
+    prefix: str
+    applied: bool
+    identities: int
+    enrollment_faces: int
+    gallery_faces_tagged: int
+    identity_ids: list[str]
 
 
 class WriteGate:
@@ -157,7 +225,7 @@ class FaceRepository:
     @classmethod
     def for_settings(cls, store: VectorStore, settings: Settings) -> FaceRepository:
         """The configured collections (QDRANT_COLLECTION, IDENTITY_COLLECTION, VECTOR_DIM) on `store`."""
-        return cls(store, settings.qdrant_collection, settings.identity_collection, settings.vector_dim)
+        return cls(store, settings.faces_collection, settings.identity_collection, settings.vector_dim)
 
     def _identity_lock(self, tenant_id: str, identity_id: str) -> threading.Lock:
         return self._identity_locks[zlib.crc32(f"{tenant_id}/{identity_id}".encode()) % 64]
@@ -182,30 +250,30 @@ class FaceRepository:
                 logger.warning("collection %s was written by model %s, this service embeds with %s: "
                                "its vectors are not comparable", spec.name, recorded, dict(model))
 
-    def describe_collections(self) -> list[dict[str, Any]]:
+    def describe_collections(self) -> list[CollectionState]:
         """Each configured collection as it is (nothing created): size, distance, points,
         payload indexes with types, the expected ones missing, and the model that wrote it."""
         described = []
         for spec in self.specs():
             if not self.store.exists(spec.name):
-                described.append({"name": spec.name, "exists": False, "expected_dim": spec.dim,
-                                  "missing_indexes": list(spec.keyword_indexes)})
+                described.append(CollectionState(spec.name, False, spec.dim, list(spec.keyword_indexes)))
                 continue
             info = self.store.describe(spec.name)
-            described.append({
-                "name": spec.name, "exists": True, "points": info.points, "dim": info.dim,
-                "expected_dim": spec.dim, "distance": info.distance, "indexes": dict(info.indexes),
-                "missing_indexes": [name for name in spec.keyword_indexes if name not in info.keyword_indexes],
-                "model": info.metadata.get("model"),
-            })
+            model = info.metadata.get("model")
+            described.append(CollectionState(
+                spec.name, True, spec.dim,
+                [name for name in spec.keyword_indexes if name not in info.keyword_indexes],
+                info.points, info.dim, info.distance, dict(info.indexes),
+                dict(model) if isinstance(model, dict) else None,
+            ))
         return described
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StoreStats:
         collections = {}
         for name in (self.faces, self.identities):
             info = self.store.describe(name)
-            collections[name] = {"points": info.points, "keyword_indexes": list(info.keyword_indexes)}
-        return {"engine": self.store.engine, "collections": collections}
+            collections[name] = CollectionStats(info.points, list(info.keyword_indexes))
+        return StoreStats(self.store.engine, collections)
 
     # --- identities -----------------------------------------------------------------
     def get_identity(self, tenant_id: str, identity_id: str) -> Identity | None:
@@ -225,7 +293,7 @@ class FaceRepository:
         identity_id: str,
         template: np.ndarray,
         enrollment_faces: Sequence[GalleryFace],
-        extra: dict[str, Any],
+        extra: dict[str, object],
     ) -> None:
         """Store (or replace) a template and the faces of the photos it came from."""
         now = time.time()
@@ -247,7 +315,7 @@ class FaceRepository:
         self.store.upsert(self.identities, [Record(identity_point_id(tenant_id, identity_id), payload, template)])
 
     @_writes
-    def delete_identity(self, tenant_id: str, identity_id: str) -> dict[str, int] | None:
+    def delete_identity(self, tenant_id: str, identity_id: str) -> ErasedIdentity | None:
         """Erase a person: template, enrollment photos, and their tag on gallery faces.
 
         Returns None when the tenant has no such identity."""
@@ -261,20 +329,17 @@ class FaceRepository:
                 self.faces, {"tenant_id": tenant_id, "identity_id": identity_id})]
             self.store.delete_payload_keys(self.faces, tagged, ["identity_id", "identity_score"])
             self.store.delete(self.identities, [identity_point_id(tenant_id, identity_id)])
-        return {"enrollment_faces_deleted": removed, "gallery_faces_untagged": len(tagged)}
+        return ErasedIdentity(enrollment_faces_deleted=removed, gallery_faces_untagged=len(tagged))
 
     @_writes
-    def delete_tenant(self, tenant_id: str) -> dict[str, int]:
+    def delete_tenant(self, tenant_id: str) -> ErasedTenant:
         """Erase every point of a tenant in both collections."""
         where = {"tenant_id": tenant_id}
-        counts = {"identities_deleted": self.store.count(self.identities, where),
-                  "faces_deleted": self.store.count(self.faces, where)}
+        erased = ErasedTenant(identities_deleted=self.store.count(self.identities, where),
+                              faces_deleted=self.store.count(self.faces, where))
         self.store.delete_where(self.faces, where)
         self.store.delete_where(self.identities, where)
-        return counts
-
-    def count_identities(self, tenant_id: str) -> int:
-        return self.store.count(self.identities, {"tenant_id": tenant_id})
+        return erased
 
     # --- operator views ---------------------------------------------------------------
     def enrollment_faces(self, tenant_id: str, identity_id: str, with_vectors: bool = False) -> list[Record]:
@@ -283,7 +348,7 @@ class FaceRepository:
         return sorted(records, key=lambda record: int(record.payload.get("image_index", 0)))
 
     def describe_identity(self, tenant_id: str, identity_id: str, with_vectors: bool = False
-                          ) -> dict[str, Any] | None:
+                          ) -> IdentityView | None:
         """Template metadata, enrollment photos and how many gallery faces carry the tag."""
         identity = self.get_identity(tenant_id, identity_id)
         if identity is None:
@@ -291,24 +356,21 @@ class FaceRepository:
         faces = self.enrollment_faces(tenant_id, identity_id, with_vectors)
         tagged = self.store.count(self.faces, {"tenant_id": tenant_id, "identity_id": identity_id,
                                                "source": "ingest"})
-        described: dict[str, Any] = {
-            "point_id": identity_point_id(tenant_id, identity_id),
-            "template": dict(identity.payload),
-            "enrollment_faces": [{"point_id": record.id, **record.payload} for record in faces],
-            "gallery_faces_tagged": tagged,
-        }
-        if with_vectors:
-            described["template_vector"] = [round(float(x), 6) for x in identity.template]
-            for entry, record in zip(described["enrollment_faces"], faces, strict=True):
-                entry["vector"] = [round(float(x), 6) for x in record.vector] if record.vector is not None else None
-        return described
+
+        def rounded(vector: np.ndarray | None) -> list[float] | None:
+            return None if vector is None else [round(float(x), 6) for x in vector]
+
+        photos = [{"point_id": record.id, **record.payload} | ({"vector": rounded(record.vector)} if with_vectors else {})
+                  for record in faces]
+        return IdentityView(identity_point_id(tenant_id, identity_id), dict(identity.payload), photos, tagged,
+                            rounded(identity.template) if with_vectors else None)
 
     def identity_ids(self, tenant_id: str, prefix: str = "") -> list[str]:
         records = self.store.scroll(self.identities, {"tenant_id": tenant_id}, page_size=1024)
         return sorted(str(record.payload["identity_id"]) for record in records
                       if str(record.payload.get("identity_id", "")).startswith(prefix))
 
-    def cleanup_identities(self, tenant_id: str, prefix: str = "", apply: bool = False) -> dict[str, Any]:
+    def cleanup_identities(self, tenant_id: str, prefix: str = "", apply: bool = False) -> CleanupResult:
         """The tenant's identities whose id starts with `prefix` (all when empty): their
         templates, enrollment photos and gallery tags. Counts only, unless `apply`."""
         ids = self.identity_ids(tenant_id, prefix)
@@ -318,15 +380,13 @@ class FaceRepository:
                 erased = self.delete_identity(tenant_id, identity_id)
                 if erased is None:
                     continue  # erased meanwhile by someone else
-                enrollment += erased["enrollment_faces_deleted"]
-                tagged += erased["gallery_faces_untagged"]
+                enrollment += erased.enrollment_faces_deleted
+                tagged += erased.gallery_faces_untagged
             else:
                 where = {"tenant_id": tenant_id, "identity_id": identity_id}
                 enrollment += self.store.count(self.faces, {**where, "source": "enrollment"})
                 tagged += self.store.count(self.faces, {**where, "source": "ingest"})
-        return {"tenant_id": tenant_id, "prefix": prefix, "applied": apply, "identities": len(ids),
-                "enrollment_faces": enrollment, "gallery_faces_tagged": tagged,
-                "identity_ids": ids}
+        return CleanupResult(tenant_id, prefix, apply, len(ids), enrollment, tagged, ids)
 
     # --- backup -----------------------------------------------------------------------
     def snapshot(self, dest: Path, collections: Sequence[str] | None = None
@@ -373,9 +433,6 @@ class FaceRepository:
         if identity is None:
             return None, []
         return identity, self.search_faces(tenant_id, probe, limit, identity_id=identity_id, hnsw_ef=hnsw_ef)
-
-    def count_faces(self, tenant_id: str) -> int:
-        return self.store.count(self.faces, {"tenant_id": tenant_id})
 
     # --- ingestion -------------------------------------------------------------------
     def find_duplicate(self, tenant_id: str, p_hash: str, max_distance: int) -> StoredImage | None:
@@ -424,7 +481,7 @@ class FaceRepository:
 
     @_writes
     def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray, min_cosine: float,
-                       limit: int) -> dict[str, int]:
+                       limit: int) -> RetagResult:
         """Make the gallery's ingested faces agree with a new template of `identity_id`.
 
         Tags the faces that now match it (unless they match another identity better)
@@ -448,4 +505,4 @@ class FaceRepository:
         stale = [record.id for record in self.store.scroll(self.faces, {**where, "identity_id": identity_id})
                  if record.id not in matched]
         self.store.delete_payload_keys(self.faces, stale, ["identity_id", "identity_score"])
-        return {"tagged": tagged, "untagged": len(stale)}
+        return RetagResult(tagged=tagged, untagged=len(stale))

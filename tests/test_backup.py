@@ -21,6 +21,10 @@ from tests.test_ops_direct import enroll, ops, ops_json, open_repository, unit
 MODEL = model_identity(Settings(_env_file=None))
 
 
+def count(repository: FaceRepository, collection: str) -> int:
+    return repository.store.count(collection, {"tenant_id": "load"})
+
+
 def ingest(repository: FaceRepository, tenant: str, name: str, seed: int) -> None:
     repository.add_faces(tenant, [GalleryFace(point_id("face", tenant, name), unit(seed),
                                               {"source": "ingest", "image_id": name})])
@@ -81,15 +85,15 @@ def test_backup_under_concurrent_writes_loses_nothing_and_restores_whole(tmp_pat
             identity = copy.get_identity("load", name)
             assert identity is not None
             assert len(copy.enrollment_faces("load", name)) == identity.payload["images"], name
-        assert copy.count_identities("load") == manifest.collections["identities_v1"].points
-        assert copy.count_faces("load") == manifest.collections["faces_v1"].points
+        assert count(copy, copy.identities) == manifest.collections["identities_v1"].points
+        assert count(copy, copy.faces) == manifest.collections["faces_v1"].points
     finally:
         copy.store.close()
 
     # The live store kept every write, including those that waited for the copy.
     final = {(kind, ident) for _, kind, ident, _ in acked}
-    assert repository.count_identities("load") == len({i for k, i in final if k == "identity"})
-    assert repository.count_faces("load") == (len({i for k, i in final if k == "face"}) + sum(
+    assert count(repository, repository.identities) == len({i for k, i in final if k == "identity"})
+    assert count(repository, repository.faces) == (len({i for k, i in final if k == "face"}) + sum(
         len(repository.enrollment_faces("load", i)) for k, i in final if k == "identity"))
     repository.store.close()
 
@@ -167,6 +171,6 @@ def test_restore_round_trip_keeps_vectors(backup_dir: Path, tmp_path: Path) -> N
         expected = np.mean([unit(s) for s in (1, 2, 3)], axis=0)
         # Cosine collections store unit vectors.
         assert np.allclose(identity.template, expected / np.linalg.norm(expected), atol=1e-5)
-        assert copy.describe_collections()[0]["model"] == MODEL.as_dict()
+        assert copy.describe_collections()[0].model == MODEL.as_dict()
     finally:
         copy.store.close()

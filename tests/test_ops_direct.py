@@ -112,7 +112,7 @@ def test_identity_show(populated: Path) -> None:
     assert shown["template"]["identity_id"] == "test-user-1" and shown["template"]["images"] == 3
     assert [face["image_index"] for face in shown["enrollment_faces"]] == [0, 1, 2]
     assert shown["gallery_faces_tagged"] == 1
-    assert "template_vector" not in shown and all("vector" not in f for f in shown["enrollment_faces"])
+    assert shown["template_vector"] is None and all("vector" not in f for f in shown["enrollment_faces"])
     with_vectors = ops_json(populated, "identity", "show", "-i", "test-user-1", "-t", "test-tenant", "--vectors")
     template = np.array(with_vectors["template_vector"])
     expected = np.mean([unit(s) for s in (1, 2, 3)], axis=0)
@@ -135,7 +135,7 @@ def test_cleanup_dry_run_counts_then_apply_removes_only_the_prefix(populated: Pa
         assert repository.get_identity("test-tenant", "test-user-1") is None
         assert repository.get_identity("test-tenant", "keep-me") is not None
         assert repository.get_identity("other", "test-user-1") is not None  # another tenant
-        assert repository.count_faces("test-tenant") == 3  # keep-me's photo and both gallery faces
+        assert repository.store.count(repository.faces, {"tenant_id": "test-tenant"}) == 3  # keep-me's photo and both gallery faces
         untagged = repository.store.retrieve(repository.faces, [point_id("face", "test-tenant", "g1")])[0]
         assert "identity_id" not in untagged.payload
     finally:
@@ -173,12 +173,12 @@ def test_similarity_explains_a_match_and_a_different_person(tmp_path: Path, pipe
     import asyncio
 
     from serve_app.flows import enroll as enroll_flow
-    from serve_app.flows.ports import LocalPort, PipelineEmbedder, Ports
+    from serve_app.flows.ports import PipelineEmbedder, Ports, ThreadedRepository
 
     data_dir = tmp_path / "qdrant"
     settings = Settings(_env_file=None)
     repository = open_repository(data_dir)
-    ports = Ports(PipelineEmbedder(pipeline), LocalPort(repository), settings)
+    ports = Ports(PipelineEmbedder(pipeline), ThreadedRepository(repository), settings)
     asyncio.run(enroll_flow.enroll_identity(ports, "test-tenant", "test-user-1",
                                             [samples["frontal"], samples["left"], samples["right"]]))
     repository.store.close()

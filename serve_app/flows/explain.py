@@ -8,27 +8,20 @@ and a reason in words. Free of Ray and HTTP: the admin route and `face-ops simil
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from serve_app.embedding import EmbedRequest
 from serve_app.errors import NotFound
-from serve_app.flows.ports import EmbedderPort
+from serve_app.flows.ports import AdminPort, Ports
 from serve_app.flows.verify import resolve_threshold
-from serve_app.repository import Identity
+from serve_app.schemas import IdentityRef
+from serve_app.schemas_admin import PhotoSimilarity, ProbeFace, SimilarityExplanation
 from serve_app.similarity import cosine, similarity_from_cosine
-from serve_app.store.base import Record
 
 # Below this (on the (1+cos)/2 scale) a probe is another person, not a bad photo of the
 # same one: different people score at most ~0.67 with the bundled models (cosine 0.33,
 # see ENROLL_MIN_SIMILARITY in serve_app.config).
 DIFFERENT_PERSON_BELOW = 0.68
-
-
-class ExplainRepository(Protocol):
-    async def get_identity(self, tenant_id: str, identity_id: str) -> Identity | None: ...
-
-    async def enrollment_faces(self, tenant_id: str, identity_id: str,
-                               with_vectors: bool = False) -> list[Record]: ...
 
 
 def _reason(similarity: float, threshold: float, best_photo: float | None, consistency: float | None) -> str:
@@ -47,35 +40,31 @@ def _reason(similarity: float, threshold: float, best_photo: float | None, consi
             "with similar photos would help")
 
 
-async def explain_similarity(embedder: EmbedderPort, repository: ExplainRepository, settings: Any,
-                             tenant_id: str, identity_id: str, image: bytes,
-                             hi_threshold: float | None = None) -> dict[str, Any]:
-    threshold = resolve_threshold(settings, hi_threshold)
-    identity = await repository.get_identity(tenant_id, identity_id)
+async def explain_similarity(ports: Ports, admin: AdminPort, tenant_id: str, identity_id: str, image: bytes,
+                             hi_threshold: float | None = None) -> SimilarityExplanation:
+    threshold = resolve_threshold(ports.settings, hi_threshold)
+    identity = await ports.repository.get_identity(tenant_id, identity_id)
     if identity is None:
         raise NotFound("identity_not_enrolled", identity_id=identity_id)
-    embedded = await embedder.embed(EmbedRequest(image))
+    embedded = await ports.embedder.embed(EmbedRequest(image))
     face = embedded.largest()
     similarity = similarity_from_cosine(cosine(face.embedding, identity.template))
-    photos: list[dict[str, Any]] = []
-    scores: list[float] = []
-    for record in await repository.enrollment_faces(tenant_id, identity_id, with_vectors=True):
-        if record.vector is None:
-            continue
-        scores.append(round(similarity_from_cosine(cosine(face.embedding, record.vector)), 4))
-        photos.append({"point_id": record.id, "image_index": record.payload.get("image_index"),
-                       "similarity": scores[-1]})
-    best = max(scores, default=None)
-    consistency = identity.payload.get("consistency")
-    return {
-        "identity": {"tenant_id": tenant_id, "identity_id": identity_id},
-        "probe_face": {**face.describe(), "faces_in_image": len(embedded.faces),
-                       "image": {"width": embedded.width, "height": embedded.height}},
-        "similarity": round(similarity, 4),
-        "threshold": threshold,
-        "margin": round(similarity - threshold, 4),
-        "verified": similarity >= threshold,
-        "enrollment_photos": photos,
-        "enrollment_consistency": consistency,
-        "reason": _reason(similarity, threshold, best, consistency),
-    }
+    photos = [
+        PhotoSimilarity(point_id=record.id, image_index=record.payload.get("image_index"),
+                        similarity=round(similarity_from_cosine(cosine(face.embedding, record.vector)), 4))
+        for record in await admin.enrollment_faces(tenant_id, identity_id, True) if record.vector is not None
+    ]
+    best = max((photo.similarity for photo in photos), default=None)
+    consistency: Any = identity.payload.get("consistency")
+    return SimilarityExplanation(
+        identity=IdentityRef(tenant_id=tenant_id, identity_id=identity_id),
+        probe_face=ProbeFace(**face.describe(), faces_in_image=len(embedded.faces),
+                             image={"width": embedded.width, "height": embedded.height}),
+        similarity=round(similarity, 4),
+        threshold=threshold,
+        margin=round(similarity - threshold, 4),
+        verified=similarity >= threshold,
+        enrollment_photos=photos,
+        enrollment_consistency=consistency,
+        reason=_reason(similarity, threshold, best, consistency),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 import typer
@@ -38,5 +39,5 @@ def cleanup(
         data = ops.call("POST", f"/api/v1/admin/tenants/{tenant}/cleanup", json={"prefix": prefix, "apply": apply})
     else:
         with ops.repository() as repository:
-            data = repository.cleanup_identities(tenant, prefix, apply)
+            data = dataclasses.asdict(repository.cleanup_identities(tenant, prefix, apply))
     ops.emit(data, render)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import typer
@@ -42,7 +43,7 @@ def _direct(ctx: typer.Context, ensure: bool) -> dict[str, Any]:
         if ensure:
             repository.ensure_all(model.as_dict())
         return {"engine": repository.store.engine, "model": model.as_dict(),
-                "collections": repository.describe_collections()}
+                "collections": [dataclasses.asdict(state) for state in repository.describe_collections()]}
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 import typer
@@ -29,7 +30,7 @@ def render(data: dict[str, Any]) -> None:
                       f"{box.get('x1')},{box.get('y1')} - {box.get('x2')},{box.get('y2')}")
     console.print(table)
     console.print(f"gallery faces tagged with this identity: {data['gallery_faces_tagged']}")
-    if "template_vector" in data:
+    if data.get("template_vector"):
         vector = data["template_vector"]
         console.print(f"template vector ({len(vector)}-d): {vector[:4]} ...")
 
@@ -50,7 +51,8 @@ def show(
                         params={"vectors": str(vectors).lower()})
     else:
         with ops.repository() as repository:
-            data = repository.describe_identity(tenant, identity, vectors)
-        if data is None:
+            view = repository.describe_identity(tenant, identity, vectors)
+        if view is None:
             raise OpsError(f"tenant {tenant} has no identity {identity} (identity_not_enrolled)")
+        data = dataclasses.asdict(view)
     ops.emit(data, render)

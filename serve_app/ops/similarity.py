@@ -13,23 +13,9 @@ from rich.table import Table
 
 from serve_app.errors import DomainError
 from serve_app.flows.explain import explain_similarity
-from serve_app.flows.ports import PipelineEmbedder
+from serve_app.flows.ports import PipelineEmbedder, Ports, ThreadedAdmin, ThreadedRepository
+from serve_app.model_identity import model_identity
 from serve_app.ops.context import OpsError, console, reports_errors, state
-from serve_app.repository import FaceRepository, Identity
-from serve_app.store.base import Record
-
-
-class _AsyncRepository:
-    """The two reads the explanation needs, off the event loop."""
-
-    def __init__(self, repository: FaceRepository) -> None:
-        self._repository = repository
-
-    async def get_identity(self, tenant_id: str, identity_id: str) -> Identity | None:
-        return await asyncio.to_thread(self._repository.get_identity, tenant_id, identity_id)
-
-    async def enrollment_faces(self, tenant_id: str, identity_id: str, with_vectors: bool = False) -> list[Record]:
-        return await asyncio.to_thread(self._repository.enrollment_faces, tenant_id, identity_id, with_vectors)
 
 
 def render(data: dict[str, Any]) -> None:
@@ -71,10 +57,11 @@ def similarity(
 
         settings = ops.settings()
         with ops.repository() as repository:
-            embedder = PipelineEmbedder(load_pipeline(settings))
+            ports = Ports(PipelineEmbedder(load_pipeline(settings)), ThreadedRepository(repository), settings)
+            admin = ThreadedAdmin(repository, settings, model_identity(settings))
             try:
-                data = asyncio.run(explain_similarity(embedder, _AsyncRepository(repository), settings,
-                                                      tenant, identity, image, threshold))
+                explained = asyncio.run(explain_similarity(ports, admin, tenant, identity, image, threshold))
             except DomainError as error:
                 raise OpsError(f"{error.code} {error.extra or ''}".strip()) from error
+        data = explained.model_dump(mode="json")
     ops.emit(data, render)

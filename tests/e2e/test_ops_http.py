@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from serve_app.config import Settings
-from serve_app.launcher import REPO_ROOT, ServeProcess
+from loadtests.launcher import REPO_ROOT, ServeProcess
 from serve_app.model_identity import model_identity
 from serve_app.ops.cli import app
 from serve_app.repository import FaceRepository
