@@ -43,3 +43,16 @@ def test_embedder_seam() -> None:
         assert operations(implementation)["embed"] == port["embed"]
     assert "embed" in operations(FaceEmbedder.func_or_class)
     assert {"health"} <= set(operations(EmbedderClient)) & set(operations(StoreClient))
+
+
+def test_every_admin_operation_is_a_method_of_each_implementation() -> None:
+    from serve_app.deployments.clients import AdminClient
+    from serve_app.flows.ports import AdminPort, ThreadedAdmin
+
+    port = operations(AdminPort)
+    assert {"describe_collections", "cleanup_identities", "backup"} <= set(port)
+    for implementation in (ThreadedAdmin, AdminClient, FaceStore.func_or_class):
+        methods = operations(implementation)
+        for name, signature in port.items():
+            assert methods[name] == signature, f"{implementation.__name__}.{name}{methods[name]} != {signature}"
+            assert inspect.iscoroutinefunction(getattr(implementation, name)), name
