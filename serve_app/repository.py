@@ -394,7 +394,7 @@ class FaceRepository:
         """A consistent copy of the collections under `dest`: repository writes pause (in
         flight ones finish first), reads go on. Returns each collection's counts and file,
         and for how many seconds writes were paused."""
-        names = list(collections or (self.faces, self.identities))
+        names = list(dict.fromkeys(collections or (self.faces, self.identities)))
         unknown = [name for name in names if name not in (self.faces, self.identities)]
         if unknown:
             raise ValueError(f"unknown collections {unknown}; this service has {self.faces}, {self.identities}")

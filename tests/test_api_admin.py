@@ -36,12 +36,13 @@ class AdminApi:
         self.repository.ensure_all()  # as before this release: no model recorded yet
         store = ThreadedRepository(self.repository)
         embedder = FakeEmbedder()
+        self.admin = ThreadedAdmin(self.repository, self.settings, MODEL)
         self.client = TestClient(create_app(Services(
             ports=Ports(embedder, store, self.settings),
             keys=KeyRing(self.settings.auth_enabled, self.settings.api_keys_file, self.settings.api_keys),
             metrics=recorded_metrics(),
             components={"embedder": embedder, "store": store},
-            admin=ThreadedAdmin(self.repository, self.settings, MODEL) if with_admin else None,
+            admin=self.admin if with_admin else None,
         )))
 
     def enroll(self, identity: str, tenant: str = "t1", person: str = "alice") -> None:
@@ -164,3 +165,17 @@ def test_without_an_admin_port_the_routes_answer_503(tmp_path: Path) -> None:
         assert response.status_code == 503 and response.json()["detail"] == "admin_unavailable"
     finally:
         service.close()
+
+
+def test_a_refusal_raised_inside_a_deployment_keeps_its_code_and_status(api: AdminApi) -> None:
+    """Through Serve, the FaceStore's DomainError arrives wrapped in Ray's RayTaskError."""
+    from ray.exceptions import RayTaskError
+
+    from serve_app.errors import DomainError
+
+    async def refused(name: str | None, collections: list[str] | None) -> None:
+        raise RayTaskError("backup", "traceback", DomainError("backup_exists", 409, name=name)).as_instanceof_cause()
+
+    api.admin.backup = refused  # type: ignore[method-assign,assignment]
+    response = api.client.post(f"{ADMIN}/backup", json={"name": "again"})
+    assert response.status_code == 409 and response.json() == {"detail": "backup_exists", "name": "again"}
