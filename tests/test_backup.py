@@ -174,3 +174,15 @@ def test_restore_round_trip_keeps_vectors(backup_dir: Path, tmp_path: Path) -> N
         assert copy.describe_collections()[0].model == MODEL.as_dict()
     finally:
         copy.store.close()
+
+
+def test_backup_copies_keep_the_shards_sparse(backup_dir: Path, tmp_path: Path) -> None:
+    """Edge preallocates WAL segments and mmap files: the copy keeps their holes."""
+    def sizes(root: Path) -> tuple[int, int]:
+        files = [path.stat() for path in root.rglob("*") if path.is_file()]
+        return sum(st.st_size for st in files), sum(st.st_blocks * 512 for st in files)
+
+    apparent, on_disk = sizes(backup_dir / "faces_v1")
+    live_apparent, live_on_disk = sizes(tmp_path / "live" / "faces_v1")
+    assert apparent == live_apparent > 50 * 2**20
+    assert on_disk < 4 * live_on_disk + 2**20 and on_disk < apparent / 10

@@ -24,8 +24,11 @@ def render(data: dict[str, Any]) -> None:
                           ", ".join(entry["missing_indexes"]), "-")
             continue
         model = entry.get("model") or {}
-        written_by = f"{model['recognizer']} {str(model['sha256'])[:12]}" if model else "(not recorded)"
-        indexes = ", ".join(f"{name} ({kind})" for name, kind in entry["indexes"].items()) or "none"
+        written_by = f"{model['recognizer']}@{str(model['sha256'])[:8]}" if model else "(not recorded)"
+        kinds: dict[str, list[str]] = {}
+        for field_name, kind in entry["indexes"].items():
+            kinds.setdefault(kind, []).append(field_name)
+        indexes = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds.items()) or "none"
         missing = ", ".join(entry["missing_indexes"])
         table.add_row(entry["name"], f"{entry['dim']}-d {entry['distance']}", str(entry["points"]), indexes,
                       f"[red]{missing}[/red]" if missing else "[green]none[/green]", written_by)

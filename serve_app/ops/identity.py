@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +20,8 @@ def render(data: dict[str, Any]) -> None:
     template = data["template"]
     console.print(f"[bold]{template['tenant_id']}/{template['identity_id']}[/bold] point {data['point_id']}")
     for key, value in template.items():
+        if key == "enrolled_at" and isinstance(value, int | float):
+            value = dt.datetime.fromtimestamp(value, dt.UTC).isoformat(timespec="seconds")
         if key not in ("tenant_id", "identity_id"):
             console.print(f"  {key}: {value}")
     table = Table(title="enrollment photos (faces_v1, source=enrollment)")

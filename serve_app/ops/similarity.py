@@ -21,10 +21,11 @@ from serve_app.ops.context import OpsError, console, reports_errors, state
 def render(data: dict[str, Any]) -> None:
     ident = data["identity"]
     face = data["probe_face"]
-    console.print(f"probe: {face['faces_in_image']} face(s) in a {face['image']['width']}x{face['image']['height']} "
-                  f"image; largest at {face['box']} (det_score {face['det_score']})")
-    table = Table(title=f"{ident['tenant_id']}/{ident['identity_id']}: probe against")
-    table.add_column("what")
+    box = face["box"]
+    console.print(f"probe: {face['faces_in_image']} face(s) in {face['image']['width']}x{face['image']['height']} px; "
+                  f"largest {box['x2'] - box['x1']:.0f}x{box['y2'] - box['y1']:.0f} px, det_score {face['det_score']}")
+    table = Table(title=f"{ident['tenant_id']}/{ident['identity_id']}")
+    table.add_column("probe against")
     table.add_column("similarity", justify="right")
     table.add_row("template (decides)", f"{data['similarity']:.4f}")
     for photo in data["enrollment_photos"]:

@@ -7,7 +7,9 @@ the FaceStore deployment therefore runs a single replica in this mode.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import threading
 from collections.abc import Mapping, Sequence
@@ -41,6 +43,34 @@ def _filter(where: Filter) -> qe.Filter | None:
     if not where:
         return None
     return qe.Filter(must=[_condition(key, value) for key, value in where.items()])
+
+
+def copy_sparse(src: str, dst: str) -> str:
+    """Copy a file's data, keeping its holes: a shard preallocates its WAL segments and
+    mmap files (about 150 MB apparent for a handful of points, under 1 MB on disk), and a
+    dense copy would cost that much disk and that much time with writes paused."""
+    with open(src, "rb") as source, open(dst, "wb") as target:
+        fd_in, fd_out = source.fileno(), target.fileno()
+        size = os.fstat(fd_in).st_size
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(fd_in, offset, os.SEEK_DATA)
+            except OSError as error:
+                if error.errno == errno.ENXIO:  # only a hole is left
+                    break
+                raise
+            end = os.lseek(fd_in, start, os.SEEK_HOLE)
+            while start < end:
+                chunk = os.pread(fd_in, min(end - start, 1 << 20), start)
+                if not chunk:
+                    break
+                os.pwrite(fd_out, chunk, start)
+                start += len(chunk)
+            offset = end
+        os.ftruncate(fd_out, size)
+    shutil.copystat(src, dst)
+    return dst
 
 
 class StoreLocked(RuntimeError):
@@ -150,7 +180,7 @@ class EdgeStore(VectorStore):
             for collection in collections:
                 self._shard(collection).flush()
             for collection in collections:
-                shutil.copytree(self.root / collection, dest / collection)
+                shutil.copytree(self.root / collection, dest / collection, copy_function=copy_sparse)
                 if self._meta_path(collection).is_file():
                     shutil.copy2(self._meta_path(collection), dest / f"{collection}.meta.json")
                 names[collection] = collection
@@ -163,7 +193,7 @@ class EdgeStore(VectorStore):
             if self.exists(collection):
                 raise FileExistsError(f"collection {collection} already exists in {self.root}; "
                                       "restore into a fresh data directory")
-            shutil.copytree(source, self.root / collection)
+            shutil.copytree(source, self.root / collection, copy_function=copy_sparse)
             meta = source.parent / f"{collection}.meta.json"
             if meta.is_file():
                 shutil.copy2(meta, self._meta_path(collection))
