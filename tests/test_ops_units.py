@@ -28,7 +28,8 @@ def test_leak_verdict() -> None:
     assert verdict(steady) == "ok"
     growing = [Usage(500.0, 40, 30), Usage(560.0, 40, 30), Usage(620.0, 40, 30)]
     assert "memory grew" in verdict(growing)
-    # One jump then flat is a warm-up, not a leak.
+    # One jump then flat, or flat then one jump, is a warm-up, not a leak.
     assert verdict([Usage(500.0, 40, 30), Usage(600.0, 40, 30), Usage(599.0, 40, 30)]) == "ok"
+    assert verdict([Usage(457.0, 63, 37), Usage(457.2, 63, 37), Usage(490.4, 63, 38)]) == "ok"
     assert "open files" in verdict([Usage(500.0, 40, 30), Usage(500.0, 90, 30)])
     assert "threads" in verdict([Usage(500.0, 40, 30), Usage(500.0, 40, 50)])
