@@ -113,3 +113,18 @@ def test_keys_rotate_without_restart(secured, http: httpx.Client, samples) -> No
     assert old.status_code == 401
     new = http.post("/api/v1/verify", headers={"X-API-Key": "acme-key-2"}, json=body)
     assert new.status_code == 200 and new.json()["verified"] is True
+
+
+def test_face_ops_needs_the_admin_key(secured) -> None:
+    """The operator's CLI over the secured app: the admin key works, a tenant key is refused."""
+    from typer.testing import CliRunner
+
+    from serve_app.ops.cli import app as face_ops
+
+    app = secured[0]
+    runner = CliRunner()
+    allowed = runner.invoke(face_ops, ["--url", app.url, "--api-key", KEYS["admin"], "--json", "collections", "show"])
+    assert allowed.exit_code == 0, allowed.output
+    assert '"identities_v1"' in allowed.output
+    refused = runner.invoke(face_ops, ["--url", app.url, "--api-key", KEYS["acme"], "collections", "show"])
+    assert refused.exit_code == 1 and "admin_required" in refused.output
