@@ -126,5 +126,5 @@ def test_face_ops_needs_the_admin_key(secured) -> None:
     allowed = runner.invoke(face_ops, ["--url", app.url, "--api-key", KEYS["admin"], "--json", "collections", "show"])
     assert allowed.exit_code == 0, allowed.output
     assert '"identities_v1"' in allowed.output
-    refused = runner.invoke(face_ops, ["--url", app.url, "--api-key", KEYS["acme"], "collections", "show"])
+    refused = runner.invoke(face_ops, ["--url", app.url, "--api-key", KEYS["globex"], "collections", "show"])
     assert refused.exit_code == 1 and "admin_required" in refused.output
