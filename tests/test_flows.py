@@ -21,6 +21,7 @@ from serve_app.flows import search as search_flow
 from serve_app.flows import verify as verify_flow
 from serve_app.flows.ports import LocalPort, Ports
 from serve_app.repository import FaceRepository
+from serve_app.quality import QualityMeasures
 from serve_app.similarity import similarity_from_cosine
 from serve_app.store.server import QdrantServerStore
 
@@ -36,6 +37,10 @@ def direction(name: str) -> np.ndarray:
 def blend(name: str, other: str, weight: float) -> np.ndarray:
     vector = (1 - weight) * direction(name) + weight * direction(other)
     return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+GOOD_QUALITY = QualityMeasures(face_size=80.0, det_score=0.9, sharpness=250.0, brightness=140.0, clipped=0.0,
+                                yaw=2.0, pitch=-3.0)
 
 
 class FakeEmbedder:
@@ -54,7 +59,7 @@ class FakeEmbedder:
         else:
             name, _, variant = request.data.decode().partition("/")
             vector = blend(name, f"noise-{variant}", 0.15) if variant else direction(name)
-        return EmbedResult(faces=[Face((10.0, 10.0, 90.0, 110.0), 0.9, vector)], width=100, height=120)
+        return EmbedResult(faces=[Face((10.0, 10.0, 90.0, 110.0), 0.9, vector, GOOD_QUALITY)], width=100, height=120)
 
 
 @pytest.fixture
