@@ -30,14 +30,8 @@ _DARK, _BRIGHT = 8, 247
 _NOSE_DEPTH_YAW = 0.95
 _NOSE_DEPTH_PITCH = 0.43
 # In a frontal face the nose tip lies this far from the eyes towards the mouth line
-# (ArcFace's reference points: (71.74 - 51.60) / (92.28 - 51.60)), and this many half
-# eye distances below the eyes (0.495 * 70 mm / 31.5 mm).
+# (ArcFace's reference points: (71.74 - 51.60) / (92.28 - 51.60)).
 _NOSE_HEIGHT_FRONTAL = 0.495
-_NOSE_DROP = 1.10
-# A head tilted down brings the nose tip towards the eyes' depth, so a turn moves it
-# less; the correction for that is capped, because near the cap a landmark's pixel of
-# noise would read as many degrees of yaw.
-_MIN_YAW_DEPTH = 0.5
 
 
 @dataclass(frozen=True)
@@ -134,11 +128,12 @@ def pose(landmarks: np.ndarray) -> tuple[float, float]:
     _, mouth_y = unroll @ ((mouth_left + mouth_right) / 2 - eyes_mid)
     if mouth_y <= 1e-6:  # mouth at or above the eyes: no upright face to speak of
         return 90.0, 90.0
-    # Turning the head (yaw) leaves heights alone, so pitch comes first...
+    # Each angle assumes the other is small. A head both turned and tilted down reads
+    # with less yaw than it has (its nose tip comes nearer the eyes' depth); that is
+    # not corrected with the pitch, because a smile also reads as pitch (mouth corners
+    # rise) and the correction then turned smiling frontal faces into turned ones.
+    yaw = math.atan2(nose_x / (eye_distance / 2), _NOSE_DEPTH_YAW)
     pitch = math.atan2(nose_y / mouth_y - _NOSE_HEIGHT_FRONTAL, _NOSE_DEPTH_PITCH)
-    # ...and sets how far ahead of the eyes the nose tip stands for the yaw.
-    depth = max(_NOSE_DEPTH_YAW * math.cos(pitch) - _NOSE_DROP * math.sin(pitch), _MIN_YAW_DEPTH)
-    yaw = math.atan2(nose_x / (eye_distance / 2), depth)
     return math.degrees(yaw), math.degrees(pitch)
 
 
