@@ -41,7 +41,7 @@ from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, Face, FacePipeline, load_pipeline
 from serve_app.errors import DomainError, InvalidImage
 from serve_app.images import load_image
-from serve_app.ingest import list_images
+from serve_app.bulk_ingest import list_images
 from serve_app.quality import QualityLimits, failures
 from serve_app.similarity import template_of, weakest_pair
 

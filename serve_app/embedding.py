@@ -34,6 +34,7 @@ class Face:
     quality: QualityMeasures
 
     def describe(self) -> dict[str, Any]:
+        """Box and detector score as stored with the face and shown to clients."""
         x1, y1, x2, y2 = (round(float(v), 1) for v in self.box)
         return {"box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}, "det_score": round(self.det_score, 4)}
 
@@ -81,6 +82,11 @@ class FacePipeline:
     @property
     def dim(self) -> int:
         return self.recognizer.dim
+
+    def describe(self) -> dict[str, Any]:
+        """What health shows of the models: the providers that actually run them."""
+        return {"provider": self.recognizer.provider, "detector_provider": self.detector.provider,
+                "vector_dim": self.dim}
 
     def run(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
         results = [EmbedResult() for _ in requests]
