@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=10_000)
     max_enroll_images: int = Field(10, ge=1)
+    # Requests per second per API key (token bucket per Gateway replica; 0 = no limit) and
+    # the burst a key may send at once. Applies when AUTH_ENABLED: keys name the callers.
+    rate_limit_per_s: float = Field(0.0, ge=0.0)
+    rate_limit_burst: int = Field(20, ge=1)
 
     @model_validator(mode="after")
     def _floor_below_default(self) -> "Settings":

@@ -41,7 +41,9 @@ class SearchRequest(_Body):
 
 
 SiteId = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, max_length=128)]
-MetadataValue = Annotated[str, StringConstraints(max_length=1024)] | int | float | bool | None
+# Finite numbers only: JSON parsers accept NaN and Infinity, the store does not.
+MetadataValue = Annotated[str, StringConstraints(max_length=1024)] | int | Annotated[
+    float, Field(allow_inf_nan=False)] | bool | None
 
 
 class IngestRequest(_Body):
