@@ -90,5 +90,10 @@ def choose_providers(device: str) -> list[str]:
             f"(available: {available}); see README 'GPU'"
         )
     if device != "cpu" and "CUDAExecutionProvider" in available:
+        # onnxruntime-gpu[cuda,cudnn] brings CUDA and cuDNN as nvidia-* wheels, which the
+        # dynamic loader does not search: load them before the first session.
+        preload = getattr(ort, "preload_dlls", None)
+        if preload is not None:
+            preload()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
