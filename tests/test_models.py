@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import onnx
+import onnx.numpy_helper
 from insightface.model_zoo import get_model
 from insightface.utils import face_align
 
@@ -262,3 +263,18 @@ def test_alignment_matches_insightface_norm_crop(pipeline, players) -> None:
         assert difference.max() <= 1, difference.max()  # rounding of the warp, nothing more
     cosines = np.sum(pipeline.recognizer.embed(ours) * pipeline.recognizer.embed(theirs), axis=1)
     assert len(cosines) >= 10 and cosines.min() > 0.999, cosines.min()
+
+
+def test_recognizer_that_cannot_batch_is_refused_at_warm_up(tmp_path) -> None:
+    """A graph that really fixes the batch at 1 (here: a Reshape to [1, 512] after the
+    embedding) cannot be corrected by a declaration; the warm-up batch of two says so."""
+    model = onnx.load(str(locate_pack(None).recognizer))
+    graph = model.graph
+    output = graph.output[0].name
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array([1, 512], np.int64), "fixed_shape"))
+    graph.node.append(onnx.helper.make_node("Reshape", [output, "fixed_shape"], ["fixed_output"]))
+    graph.output[0].name = "fixed_output"
+    path = tmp_path / "w600k_batch_one.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(UnsuitableModel, match="warm-up"):
+        FaceRecognizer(path, CPU)
