@@ -151,7 +151,8 @@ def load_pipeline(settings: Settings) -> FacePipeline:
     providers = choose_providers(settings.face_device)
     detector = FaceDetector(pack.detector, providers, input_size=settings.det_size,
                             threshold=settings.det_threshold,
-                            intra_op_threads=settings.ort_intra_op_threads)
+                            intra_op_threads=settings.ort_intra_op_threads,
+                            square_canvas=providers[0] == "CUDAExecutionProvider")
     recognizer = FaceRecognizer(pack.recognizer, providers,
                                 intra_op_threads=settings.ort_intra_op_threads)
     if recognizer.dim != settings.vector_dim:

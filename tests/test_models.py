@@ -278,3 +278,29 @@ def test_recognizer_that_cannot_batch_is_refused_at_warm_up(tmp_path) -> None:
     onnx.save(model, str(path))
     with pytest.raises(UnsuitableModel, match="warm-up"):
         FaceRecognizer(path, CPU)
+
+
+def test_square_canvas_gives_one_network_call_and_insightface_s_layout(pipeline) -> None:
+    """The GPU layout: every photo on the full square, so a batch of mixed photos is one
+    input shape (one call) and the result is InsightFace's own, to a fraction of a pixel."""
+    pack = locate_pack(None)
+    square = FaceDetector(pack.detector, ["CPUExecutionProvider"], square_canvas=True)
+    fitted = FaceDetector(pack.detector, ["CPUExecutionProvider"])
+    images = [read_package_image(name) for name in ("t1.jpg", "gdp.jpg", "yaoming.jpg")]
+    calls: list[tuple[int, ...]] = []
+    for detector in (square, fitted):
+        run = detector._run
+        detector._run = lambda blob, run=run: calls.append(blob.shape) or run(blob)  # type: ignore[method-assign]
+    square.detect(images)
+    assert calls == [(3, 3, 640, 640)]
+    calls.clear()
+    fitted.detect(images)
+    assert len(calls) == 3
+    reference = get_model(str(pack.detector), providers=["CPUExecutionProvider"], download=False)
+    reference.prepare(ctx_id=-1, input_size=(640, 640), det_thresh=0.5)
+    for image, ours in zip(images, square.detect(images), strict=True):
+        expected, _ = reference.detect(image, input_size=(640, 640))
+        strong = expected[expected[:, 4] >= 0.7]
+        assert len(strong) > 0
+        for box in strong[:, :4]:
+            assert np.abs(ours.boxes - box).max(axis=1).min() < 2.0
