@@ -7,13 +7,13 @@ service running another model, or another vector size, is refused.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from serve_app.config import Settings
+from serve_app.models.onnx_model import ModelFingerprint, fingerprint_of
 from serve_app.models.pack import locate_pack
 
 
@@ -37,16 +37,13 @@ class ModelIdentity:
 
 
 @lru_cache(maxsize=8)
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _fingerprint(path: Path) -> ModelFingerprint:
+    return fingerprint_of(path)
 
 
 def model_identity(settings: Settings) -> ModelIdentity:
     """The configured recognizer: its file name, content hash and vector size (the
     detector only finds and aligns faces; it does not decide the embedding space)."""
     pack = locate_pack(settings.face_model_dir, settings.face_detector_file, settings.face_recognizer_file)
-    return ModelIdentity(pack.recognizer.name, _file_sha256(pack.recognizer.resolve()), settings.vector_dim)
+    fingerprint = _fingerprint(pack.recognizer.resolve())
+    return ModelIdentity(fingerprint.name, fingerprint.sha256, settings.vector_dim)
