@@ -6,6 +6,7 @@ qdrant-client's local mode, which speaks the same API (without payload indexes).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from serve_app.store.base import (
     CollectionInfo,
@@ -24,6 +26,9 @@ from serve_app.store.base import (
     as_list,
     record_from,
 )
+
+
+logger = logging.getLogger(__name__)
 
 
 def _condition(key: str, value: Any) -> Any:
@@ -92,7 +97,12 @@ class QdrantServerStore(VectorStore):
         return bool(self.client.collection_exists(collection))
 
     def set_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
-        self.client.update_collection(collection, metadata=dict(metadata))
+        try:
+            self.client.update_collection(collection, metadata=dict(metadata))
+        except UnexpectedResponse as error:
+            # Collection metadata came with Qdrant 1.16: an older server serves on, and
+            # backups then name the service's model instead of a recorded one.
+            logger.warning("cannot record metadata on %s (Qdrant before 1.16?): %s", collection, error)
 
     def _rest(self) -> httpx.Client:
         if not self.url:
