@@ -9,7 +9,7 @@ from typing import Any
 from serve_app.dedup import hash_bands
 from serve_app.embedding import EmbedRequest, EmbedResult, FaceSelection
 from serve_app.flows.ports import Ports
-from serve_app.repository import GalleryFace, point_id
+from serve_app.repository import GalleryFace, StoredImage, point_id
 from serve_app.similarity import cosine_from_similarity, similarity_from_cosine
 
 
@@ -50,17 +50,7 @@ async def store_embedded_image(
 
     duplicate = await repository.find_duplicate(tenant_id, p_hash, settings.dedup_max_distance)
     if duplicate is not None:
-        same = duplicate.image_id == image_id
-        return {
-            **answer,
-            # The very same bytes again is a retry: answer it like the first time.
-            "status": "already_ingested" if same else "duplicate",
-            "duplicate_of": {"image_id": duplicate.image_id, "url": duplicate.url, "site": duplicate.site,
-                             "distance": duplicate.distance},
-            "face_ids": sorted(duplicate.face_ids),
-            "faces": [],
-            "count": 0,
-        }
+        return duplicate_answer(answer, duplicate)
 
     matches = await repository.match_identities(
         tenant_id, [face.embedding for face in embedded.faces], cosine_from_similarity(settings.verify_hi_threshold)
@@ -78,10 +68,19 @@ async def store_embedded_image(
         view: dict[str, Any] = {"face_id": face_id, **face.describe(), "identity_id": None}
         if match is not None:
             payload.update(identity_id=match.identity_id, identity_score=match.cosine)
+            if match.generation is not None:
+                payload["identity_gen"] = match.generation
             view.update(identity_id=match.identity_id, similarity=round(similarity_from_cosine(match.cosine), 4))
         faces.append(GalleryFace(face_id, face.embedding, payload))
         shown.append(view)
-    await repository.add_faces(tenant_id, faces)
+    # A near copy ingested concurrently (on another replica too) may win after all.
+    added = await repository.add_image(tenant_id, image_id, p_hash, faces, settings.dedup_max_distance)
+    if added.duplicate_of is not None:
+        return duplicate_answer(answer, added.duplicate_of)
+    for view in shown:
+        if view["face_id"] in added.untagged:  # the identity was erased or re-enrolled meanwhile
+            view["identity_id"] = None
+            view.pop("similarity", None)
     return {
         **answer,
         "status": "ingested" if faces else "no_faces",
@@ -89,4 +88,17 @@ async def store_embedded_image(
         "faces": shown,
         "count": len(faces),
         "small_faces_dropped": embedded.small_faces_dropped,
+    }
+
+
+def duplicate_answer(answer: dict[str, Any], duplicate: StoredImage) -> dict[str, Any]:
+    return {
+        **answer,
+        # The very same bytes again is a retry: answer it like the first time.
+        "status": "already_ingested" if duplicate.image_id == answer["image_id"] else "duplicate",
+        "duplicate_of": {"image_id": duplicate.image_id, "url": duplicate.url, "site": duplicate.site,
+                         "distance": duplicate.distance},
+        "face_ids": sorted(duplicate.face_ids),
+        "faces": [],
+        "count": 0,
     }

@@ -14,7 +14,7 @@ import numpy as np
 
 from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, EmbedResult
-from serve_app.repository import GalleryFace, Identity, IdentityMatch, StoredImage
+from serve_app.repository import AddedImage, GalleryFace, Identity, IdentityMatch, StoredImage
 from serve_app.store.base import Hit
 
 
@@ -28,7 +28,7 @@ class RepositoryPort(Protocol):
     async def get_identity(self, tenant_id: str, identity_id: str) -> Identity | None: ...
 
     async def save_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
-                            enrollment_faces: list[GalleryFace], extra: dict[str, Any]) -> None: ...
+                            enrollment_faces: list[GalleryFace], extra: dict[str, Any]) -> str: ...
 
     async def search_faces(self, tenant_id: str, vector: np.ndarray, limit: int,
                            identity_id: str | None = None, hnsw_ef: int | None = None) -> list[Hit]: ...
@@ -41,10 +41,11 @@ class RepositoryPort(Protocol):
     async def match_identities(self, tenant_id: str, vectors: list[np.ndarray],
                                min_cosine: float) -> list[IdentityMatch | None]: ...
 
-    async def add_faces(self, tenant_id: str, faces: list[GalleryFace]) -> None: ...
+    async def add_image(self, tenant_id: str, image_id: str, p_hash: str, faces: list[GalleryFace],
+                        max_distance: int) -> AddedImage: ...
 
     async def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
-                             min_cosine: float, limit: int) -> dict[str, int]: ...
+                             min_cosine: float, limit: int, generation: str | None = None) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)

@@ -85,11 +85,19 @@ class VectorStore(abc.ABC):
     def count(self, collection: str, where: Filter) -> int: ...
 
     @abc.abstractmethod
-    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any]) -> None:
-        """Merge these keys into the payload of existing points."""
+    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any],
+                    where: Filter | None = None) -> None:
+        """Merge these keys into the payload of existing points.
+
+        With `where`, only the points among `ids` that match it at the moment of the write
+        change, and ids the collection does not hold are skipped: the filter is checked and
+        the write applied as one operation of the engine, so naming the values the caller
+        read makes it a compare-and-set."""
 
     @abc.abstractmethod
-    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str]) -> None: ...
+    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str],
+                            where: Filter | None = None) -> None:
+        """Remove these keys; `where` as for `set_payload`."""
 
     @abc.abstractmethod
     def delete(self, collection: str, ids: Sequence[str]) -> None: ...

@@ -41,6 +41,11 @@ def _filter(where: Filter) -> qe.Filter | None:
     return qe.Filter(must=[_condition(key, value) for key, value in where.items()])
 
 
+def _among(ids: Sequence[str], where: Filter) -> qe.Filter:
+    """The points among `ids` that match `where` (missing ids simply match nothing)."""
+    return qe.Filter(must=[qe.HasIdCondition(set(ids)), *(_condition(k, v) for k, v in where.items())])
+
+
 class EdgeStore(VectorStore):
     engine = "qdrant-edge"
 
@@ -147,13 +152,23 @@ class EdgeStore(VectorStore):
         with self._lock:
             self._shard(collection).update(operation)
 
-    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any]) -> None:
-        if ids:
+    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any],
+                    where: Filter | None = None) -> None:
+        if not ids:
+            return
+        if where is None:
             self._write(collection, qe.UpdateOperation.set_payload(list(ids), dict(payload)))
+        else:
+            self._write(collection, qe.UpdateOperation.set_payload_by_filter(_among(ids, where), dict(payload)))
 
-    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str]) -> None:
-        if ids:
+    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str],
+                            where: Filter | None = None) -> None:
+        if not ids:
+            return
+        if where is None:
             self._write(collection, qe.UpdateOperation.delete_payload(list(ids), list(keys)))
+        else:
+            self._write(collection, qe.UpdateOperation.delete_payload_by_filter(_among(ids, where), list(keys)))
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
