@@ -141,6 +141,36 @@ class _Copy:
     state: str
 
 
+@dataclass(frozen=True)
+class ErasedIdentity:
+    enrollment_faces_deleted: int
+    gallery_faces_untagged: int
+
+
+@dataclass(frozen=True)
+class ErasedTenant:
+    identities_deleted: int
+    faces_deleted: int
+
+
+@dataclass(frozen=True)
+class RetagResult:
+    tagged: int
+    untagged: int
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    points: int
+    keyword_indexes: list[str]
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    engine: str
+    collections: dict[str, CollectionStats]
+
+
 class FaceRepository:
     def __init__(self, store: VectorStore, faces_collection: str, identities_collection: str, dim: int) -> None:
         # No locks: with a Qdrant server several replicas in other processes write the
@@ -153,19 +183,19 @@ class FaceRepository:
     @classmethod
     def for_settings(cls, store: VectorStore, settings: Settings) -> FaceRepository:
         """The configured collections (QDRANT_COLLECTION, IDENTITY_COLLECTION, VECTOR_DIM) on `store`."""
-        return cls(store, settings.qdrant_collection, settings.identity_collection, settings.vector_dim)
+        return cls(store, settings.faces_collection, settings.identity_collection, settings.vector_dim)
 
     # --- schema -------------------------------------------------------------------
     def ensure_all(self) -> None:
         self.store.ensure_collection(CollectionSpec(self.faces, self.dim, FACE_INDEXES))
         self.store.ensure_collection(CollectionSpec(self.identities, self.dim, IDENTITY_INDEXES))
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StoreStats:
         collections = {}
         for name in (self.faces, self.identities):
             info = self.store.describe(name)
-            collections[name] = {"points": info.points, "keyword_indexes": list(info.keyword_indexes)}
-        return {"engine": self.store.engine, "collections": collections}
+            collections[name] = CollectionStats(info.points, list(info.keyword_indexes))
+        return StoreStats(self.store.engine, collections)
 
     # --- identities -----------------------------------------------------------------
     def get_identity(self, tenant_id: str, identity_id: str) -> Identity | None:
@@ -199,7 +229,7 @@ class FaceRepository:
         identity_id: str,
         template: np.ndarray,
         enrollment_faces: Sequence[GalleryFace],
-        extra: dict[str, Any],
+        extra: dict[str, object],
     ) -> str:
         """Store (or replace) a template and the faces of the photos it came from.
 
@@ -250,7 +280,7 @@ class FaceRepository:
             self.store.delete_payload_keys(self.faces, ids, TAG_KEYS, where={**where, "identity_gen": generation})
         return sum(photos.values()), sum(len(ids) for ids in tags.values())
 
-    def delete_identity(self, tenant_id: str, identity_id: str) -> dict[str, int] | None:
+    def delete_identity(self, tenant_id: str, identity_id: str) -> ErasedIdentity | None:
         """Erase a person: template, enrollment photos, and their tag on gallery faces.
 
         Returns None when the tenant has no such identity (leftovers of an interrupted
@@ -262,19 +292,16 @@ class FaceRepository:
         removed, untagged = self._sweep(tenant_id, identity_id)
         if not enrolled:
             return None
-        return {"enrollment_faces_deleted": removed, "gallery_faces_untagged": untagged}
+        return ErasedIdentity(enrollment_faces_deleted=removed, gallery_faces_untagged=untagged)
 
-    def delete_tenant(self, tenant_id: str) -> dict[str, int]:
+    def delete_tenant(self, tenant_id: str) -> ErasedTenant:
         """Erase every point of a tenant in both collections."""
         where = {"tenant_id": tenant_id}
-        counts = {"identities_deleted": self.store.count(self.identities, where),
-                  "faces_deleted": self.store.count(self.faces, where)}
+        erased = ErasedTenant(identities_deleted=self.store.count(self.identities, where),
+                              faces_deleted=self.store.count(self.faces, where))
         self.store.delete_where(self.faces, where)
         self.store.delete_where(self.identities, where)
-        return counts
-
-    def count_identities(self, tenant_id: str) -> int:
-        return self.store.count(self.identities, {"tenant_id": tenant_id})
+        return erased
 
     # --- gallery ----------------------------------------------------------------------
     def search_faces(
@@ -325,9 +352,6 @@ class FaceRepository:
         if identity is None:
             return None, []
         return identity, self._gallery(tenant_id, identity_id, identity.generation, probe, limit, hnsw_ef)
-
-    def count_faces(self, tenant_id: str) -> int:
-        return self.store.count(self.faces, {"tenant_id": tenant_id})
 
     # --- ingestion -------------------------------------------------------------------
     def find_duplicate(self, tenant_id: str, p_hash: str, max_distance: int) -> StoredImage | None:
@@ -389,8 +413,9 @@ class FaceRepository:
         records = [Record(face.id, {**face.payload, "tenant_id": tenant_id, DEDUP_HEAD: head,
                                     **({DEDUP_STATE: PENDING} if face.id == head else {})}, face.embedding)
                    for face in faces]
-        # The head first: whoever finds a face of this image can then read its state.
-        self.store.upsert(self.faces, records[:1])
+        # The head first: whoever finds a face of this image can then read its state. Only
+        # if new: a concurrent retry of the same bytes must not reset a settled state.
+        self.store.upsert(self.faces, records[:1], only_new=True)
         self.store.upsert(self.faces, records[1:])
         winner = self._settle(tenant_id, image_id, head, p_hash, max_distance)
         if winner is not None:
@@ -466,7 +491,7 @@ class FaceRepository:
         return frozenset(stale)
 
     def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray, min_cosine: float,
-                       limit: int, generation: str | None = None) -> dict[str, int]:
+                       limit: int, generation: str | None = None) -> RetagResult:
         """Make the gallery's ingested faces agree with generation `generation` (default:
         the current one) of `identity_id`'s template.
 
@@ -481,7 +506,7 @@ class FaceRepository:
         if identity_id in current and current[identity_id] == generation:
             tagged = self._tag_matches(tenant_id, identity_id, generation, template, min_cosine, limit)
         _, untagged = self._sweep(tenant_id, identity_id)
-        return {"tagged": tagged, "untagged": untagged}
+        return RetagResult(tagged=tagged, untagged=untagged)
 
     def _tag_matches(self, tenant_id: str, identity_id: str, generation: str | None, template: np.ndarray,
                      min_cosine: float, limit: int) -> int:

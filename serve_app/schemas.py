@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -40,7 +41,9 @@ class SearchRequest(_Body):
 
 
 SiteId = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, max_length=128)]
-MetadataValue = Annotated[str, StringConstraints(max_length=1024)] | int | float | bool | None
+# Finite numbers only: JSON parsers accept NaN and Infinity, the store does not.
+MetadataValue = Annotated[str, StringConstraints(max_length=1024)] | int | Annotated[
+    float, Field(allow_inf_nan=False)] | bool | None
 
 
 class IngestRequest(_Body):
@@ -125,8 +128,15 @@ class DuplicateOf(BaseModel):
     distance: int = Field(description="Hamming distance between the 64-bit perceptual hashes")
 
 
+class IngestStatus(str, Enum):
+    INGESTED = "ingested"
+    NO_FACES = "no_faces"
+    DUPLICATE = "duplicate"  # a near copy of another stored image
+    ALREADY_INGESTED = "already_ingested"  # the very same bytes again (a retry)
+
+
 class IngestResponse(BaseModel):
-    status: str = Field(description="ingested | no_faces | duplicate | already_ingested")
+    status: IngestStatus
     tenant_id: str
     image_id: str = Field(description="SHA-256 of the image bytes")
     p_hash: str

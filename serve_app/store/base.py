@@ -59,8 +59,9 @@ class VectorStore(abc.ABC):
     def describe(self, collection: str) -> CollectionInfo: ...
 
     @abc.abstractmethod
-    def upsert(self, collection: str, records: Sequence[Record]) -> None:
-        """Insert or replace whole points (vector and payload)."""
+    def upsert(self, collection: str, records: Sequence[Record], only_new: bool = False) -> None:
+        """Insert or replace whole points (vector and payload); with `only_new`, a point
+        whose id the collection holds already is left as it is (one atomic check per point)."""
 
     @abc.abstractmethod
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Record]: ...

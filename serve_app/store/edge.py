@@ -99,12 +99,13 @@ class EdgeStore(VectorStore):
                                 if index.data_type == qe.PayloadSchemaType.Keyword))
         return CollectionInfo(collection, info.points_count, self._dims[collection], keywords)
 
-    def upsert(self, collection: str, records: Sequence[Record]) -> None:
+    def upsert(self, collection: str, records: Sequence[Record], only_new: bool = False) -> None:
         if not records:
             return
         points = [qe.Point(r.id, as_list(r.vector), dict(r.payload)) for r in records]  # type: ignore[arg-type]
+        mode = qe.UpdateMode.InsertOnly if only_new else None
         with self._lock:
-            self._shard(collection).update(qe.UpdateOperation.upsert_points(points))
+            self._shard(collection).update(qe.UpdateOperation.upsert_points(points, update_mode=mode))
 
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
         if not ids:

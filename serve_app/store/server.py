@@ -38,8 +38,10 @@ def _filter(where: Filter) -> models.Filter | None:
     return models.Filter(must=[_condition(key, value) for key, value in where.items()])
 
 
-def _among(ids: Sequence[str], where: Filter) -> models.Filter:
-    """The points among `ids` that match `where` (missing ids simply match nothing)."""
+def _selector(ids: Sequence[str], where: Filter | None) -> models.PointIdsList | models.Filter:
+    """`ids`, or with `where` the points among them that match it (missing ids match nothing)."""
+    if where is None:
+        return models.PointIdsList(points=list(ids))
     return models.Filter(must=[models.HasIdCondition(has_id=list(ids)),
                                *(_condition(k, v) for k, v in where.items())])
 
@@ -94,12 +96,13 @@ class QdrantServerStore(VectorStore):
         ))
         return CollectionInfo(collection, int(info.points_count or 0), int(dim), keywords)
 
-    def upsert(self, collection: str, records: Sequence[Record]) -> None:
+    def upsert(self, collection: str, records: Sequence[Record], only_new: bool = False) -> None:
         if not records:
             return
         points = [models.PointStruct(id=r.id, vector=as_list(r.vector), payload=dict(r.payload))  # type: ignore[arg-type]
                   for r in records]
-        self.client.upsert(collection, points=points, wait=True, ordering=_ORDERED)
+        self.client.upsert(collection, points=points, wait=True, ordering=_ORDERED,
+                           update_mode=models.UpdateMode.INSERT_ONLY if only_new else None)
 
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
         if not ids:
@@ -146,14 +149,14 @@ class QdrantServerStore(VectorStore):
     def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any],
                     where: Filter | None = None) -> None:
         if ids:
-            points = list(ids) if where is None else _among(ids, where)
-            self.client.set_payload(collection, payload=dict(payload), points=points, wait=True, ordering=_ORDERED)
+            self.client.set_payload(collection, payload=dict(payload), points=_selector(ids, where), wait=True,
+                                    ordering=_ORDERED)
 
     def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str],
                             where: Filter | None = None) -> None:
         if ids:
-            points = list(ids) if where is None else _among(ids, where)
-            self.client.delete_payload(collection, keys=list(keys), points=points, wait=True, ordering=_ORDERED)
+            self.client.delete_payload(collection, keys=list(keys), points=_selector(ids, where), wait=True,
+                                       ordering=_ORDERED)
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
