@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,9 @@ def run(images: list[np.ndarray], seconds: float, batches: list[int]) -> dict[st
     report["recognizer_faces"] = {}
     for batch in batches:
         frames = [images[i % len(images)] for i in range(batch)]
-        report["detector_images"][str(batch)] = summary(timed(lambda: det_gpu.detect(frames), seconds), batch)
+        report["detector_images"][str(batch)] = summary(timed(partial(det_gpu.detect, frames), seconds), batch)
         faces = [crops[i % len(crops)] for i in range(batch)]
-        report["recognizer_faces"][str(batch)] = summary(timed(lambda: rec_gpu.embed(faces), seconds), batch)
+        report["recognizer_faces"][str(batch)] = summary(timed(partial(rec_gpu.embed, faces), seconds), batch)
     return report
 
 

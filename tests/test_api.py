@@ -118,6 +118,18 @@ def test_enroll_then_verify_same_and_other_person(api: Api) -> None:
     assert len(api.metrics.verify_verified.calls) == 1  # type: ignore[attr-defined]
 
 
+def test_low_quality_enrollment_photo_is_422_with_its_measures(api: Api) -> None:
+    response = api.client.post("/api/v1/enroll_identity", json={
+        "tenant_id": "t1", "identity_id": "alice", "images_b64": [b64(b"alice/1"), b64(b"alice/blurred")]})
+    assert response.status_code == 422
+    assert response.json() == {"detail": "low_quality_image", "image_index": 1, "image_indexes": [1],
+                               "failed": [{"measure": "sharpness", "value": 8.0, "limit": 30.0, "bound": "min"}]}
+    assert api.errors() == [{"endpoint": "enroll_identity", "code": "low_quality_image"}]
+    enrolled = enroll(api)
+    assert enrolled["faces"][0]["quality"] == {"face_size": 100.0, "det_score": 0.9, "sharpness": 250.0,
+                                               "brightness": 140.0, "clipped": 0.0, "yaw": 2.0, "pitch": -3.0}
+
+
 def test_verify_unknown_identity_is_404_and_counted(api: Api) -> None:
     response = api.client.post("/api/v1/verify", json={"tenant_id": "t1", "identity_id": "nobody",
                                                        "image_b64": b64(b"alice/1")})
