@@ -7,6 +7,8 @@ batches), since the manifest gives the embedder a GPU worker group.
 
     python -m serve_app.kuberay          # rewrite the manifest's serveConfigV2
     python -m serve_app.kuberay --check  # exit 1 if it differs (make test does this too)
+    # The manifest with the verification flow off (the plan's partial rollback), to apply:
+    python -m serve_app.kuberay --verification-flow off --stdout | kubectl apply -f -
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from serve_app.flow_switch import with_verification_flow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION = REPO_ROOT / "configs" / "production.yaml"
@@ -68,16 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when they differ")
     parser.add_argument("--manifest", type=Path, default=MANIFEST)
+    parser.add_argument("--verification-flow", choices=["on", "off"],
+                        help="set the Gateway's live switch (user_config) in serveConfigV2")
+    parser.add_argument("--stdout", action="store_true", help="print the manifest instead of rewriting it")
     args = parser.parse_args(argv)
     text = args.manifest.read_text()
     expected = serve_config()
+    if args.verification_flow:
+        expected = with_verification_flow(expected, args.verification_flow == "on")
     if args.check:
         if embedded_config(text) != expected:
             print(f"{args.manifest}: serveConfigV2 differs from configs/production.yaml + gpu.yaml's "
                   "FaceEmbedder; run `python -m serve_app.kuberay`", file=sys.stderr)
             return 1
         return 0
-    args.manifest.write_text(rewrite(text, expected))
+    if args.stdout:
+        sys.stdout.write(rewrite(text, expected))
+    else:
+        args.manifest.write_text(rewrite(text, expected))
     return 0
 
 

@@ -143,5 +143,11 @@ class QdrantServerStore(VectorStore):
             raise ValueError("refusing to delete a whole collection without a filter")
         self.client.delete(collection, points_selector=models.FilterSelector(filter=flt), wait=True)
 
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        return dict(self.client.get_collection(collection).config.metadata or {})
+
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        self.client.update_collection(collection, metadata=dict(metadata))
+
     def close(self) -> None:
         self.client.close()

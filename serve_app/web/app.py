@@ -58,6 +58,13 @@ class HealthCheck(Protocol):
     async def health(self) -> dict[str, Any]: ...
 
 
+@dataclass
+class FeatureFlags:
+    """Switches an operator flips on a running service (the Gateway's `user_config`)."""
+
+    verification_flow: bool
+
+
 @dataclass(frozen=True)
 class Services:
     """Everything the HTTP API needs from outside."""
@@ -66,6 +73,8 @@ class Services:
     keys: KeyRing
     metrics: ServiceMetrics
     components: Mapping[str, HealthCheck]
+    # Default: the flags as the settings give them, fixed for the app's life.
+    flags: FeatureFlags | None = None
 
 
 async def _probe(component: HealthCheck) -> dict[str, Any]:
@@ -79,6 +88,7 @@ async def _probe(component: HealthCheck) -> dict[str, Any]:
 def create_app(services: Services) -> FastAPI:
     ports, metrics = services.ports, services.metrics
     settings = ports.settings
+    flags = services.flags or FeatureFlags(verification_flow=settings.enable_verification_flow)
     api = FastAPI(
         title="face-pipeline",
         version=__version__,
@@ -99,7 +109,7 @@ def create_app(services: Services) -> FastAPI:
             raise
 
     def require_flow() -> None:
-        if not settings.enable_verification_flow:
+        if not flags.verification_flow:
             raise Unavailable("verification_flow_disabled")
 
     @api.get("/api/v1/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
@@ -111,7 +121,7 @@ def create_app(services: Services) -> FastAPI:
             "status": "healthy" if healthy else "unhealthy",
             "service": SERVICE_NAME,
             "version": __version__,
-            "verification_flow": settings.enable_verification_flow,
+            "verification_flow": flags.verification_flow,
             "components": dict(zip(names, states, strict=True)),
         }
         return JSONResponse(body, status_code=200 if healthy else 503)

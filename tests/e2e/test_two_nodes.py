@@ -3,7 +3,9 @@ worker node whose custom resource draws every FaceEmbedder replica to it. The ap
 deployed with `serve deploy`, serves enroll/verify/search through the worker's replicas,
 then the worker is killed while verifications flow: clients see only short-lived 503s,
 and once a replacement node joins, Serve restarts the replicas there and every request
-succeeds again. Prints each replica's node and the errors seen during the kill."""
+succeeds again. Prints each replica's node and the errors seen during the kill.
+Then the plan's partial rollback, live: the verification flow is switched off and on by
+redeploying the Gateway's user_config, and no replica restarts."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import httpx
 import pytest
 import yaml
 
-from serve_app.launcher import DEFAULT_CONFIG, ServeProcess
+from loadtests.launcher import DEFAULT_CONFIG, ServeProcess
+from serve_app.flow_switch import with_verification_flow
 from serve_app.samples import data_uri
 from tests.e2e.test_crash_recovery import post
 
@@ -33,7 +36,7 @@ EMBEDDERS = 2
 FAST_NODE_FAILURE = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 
 
-def two_node_config(directory: Path) -> Path:
+def two_node_config(directory: Path, verification_flow: bool | None = None) -> Path:
     """The local profile, with FaceEmbedder replicas asking for the worker's resource."""
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     embedder = next(d for d in config["applications"][0]["deployments"] if d["name"] == "FaceEmbedder")
@@ -41,7 +44,9 @@ def two_node_config(directory: Path) -> Path:
     embedder["num_replicas"] = EMBEDDERS
     # No CPU: the worker node has none to give, so nothing else can land on it.
     embedder["ray_actor_options"].update(num_cpus=0, resources={RESOURCE: 1})
-    path = directory / "two-node.yaml"
+    if verification_flow is not None:
+        config = with_verification_flow(config, verification_flow)
+    path = directory / f"two-node-{verification_flow}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -169,3 +174,44 @@ def test_embedders_run_on_the_worker_and_move_to_a_new_node_when_it_dies(
     assert errors[(503, "backend_unavailable")] <= 1, errors  # one client: one request in flight
     assert after and set(after) == {200}, Counter(after)
     assert embedders_running_on(cluster, replacement)
+
+
+def replica_ids(app: ServeProcess) -> dict[str, set[str]]:
+    deployments = app.serve_details()["applications"]["face-pipeline"]["deployments"]
+    return {name: {r["replica_id"] for r in d["replicas"]} for name, d in deployments.items()}
+
+
+def switch_flow(app: ServeProcess, http: httpx.Client, enabled: bool) -> None:
+    app.deploy(two_node_config(app.data_dir, verification_flow=enabled))
+    wait_for(lambda: http.get("/api/v1/health").json().get("verification_flow") is enabled, 120,
+             f"health to show verification_flow={enabled}")
+
+
+def test_verification_flow_switches_live_without_restarting_a_replica(
+        cluster: ServeProcess, samples: dict[str, bytes]) -> None:
+    probe = data_uri(samples["probe_same_person"])
+    photos = [data_uri(samples[k]) for k in ("frontal", "left", "right")]
+    before = replica_ids(cluster)
+    with httpx.Client(base_url=cluster.url, timeout=60) as http:
+        switch_flow(cluster, http, enabled=False)
+        enroll = http.post("/api/v1/enroll_identity", json={"tenant_id": "nodes", "identity_id": "bob",
+                                                            "images_b64": photos})
+        verify = http.post("/api/v1/verify", json={"tenant_id": "nodes", "identity_id": "alice",
+                                                   "image_b64": probe})
+        for refused in (enroll, verify):
+            assert (refused.status_code, refused.json()["detail"]) == (503, "verification_flow_disabled")
+        search = http.post("/api/v1/search", json={"tenant_id": "nodes", "image_b64": probe, "top_k": 5})
+        ingest = http.post("/api/v1/ingest", json={"tenant_id": "nodes", "site": "example.org",
+                                                   "image_b64": data_uri(samples["group"])})
+        assert search.status_code == 200 and search.json()["count"] >= 1, search.text
+        assert ingest.status_code == 200, ingest.text
+        health = http.get("/api/v1/health")
+        assert health.status_code == 200 and health.json()["verification_flow"] is False
+        switch_flow(cluster, http, enabled=True)
+        verified = http.post("/api/v1/verify", json={"tenant_id": "nodes", "identity_id": "alice",
+                                                     "image_b64": probe})
+        assert verified.status_code == 200 and verified.json()["verified"] is True
+    # reconfigure, not a restart: the very same replicas served throughout.
+    assert replica_ids(cluster) == before
+    print(f"\nverification flow off and on again; replicas unchanged: "
+          f"{ {name: len(ids) for name, ids in before.items()} }")
