@@ -186,7 +186,8 @@ class ServeProcess:
                 cwd=REPO_ROOT, env=self._env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
-    def add_node(self, num_cpus: float, resources: dict[str, float], timeout_s: float = 180.0) -> RayNode:
+    def add_node(self, num_cpus: float, resources: dict[str, float], timeout_s: float = 180.0,
+                 attempts: int = 3) -> RayNode:
         """Another Ray node of this cluster, on this machine, with its own custom resources;
         returns once the cluster lists it alive."""
         deadline = time.monotonic() + timeout_s
@@ -194,24 +195,33 @@ class ServeProcess:
         while not before:  # the state API answers once the head's dashboard is up
             before = {n["node_id"] for n in self.alive_nodes()}
             self._check_alive(self._ray, "ray start (head)", deadline)
-        node = RayNode(self._ray_start([f"--address={self.ray_address}", f"--num-cpus={num_cpus}",
-                                        f"--resources={json.dumps(resources)}", *self._node_ports()]),
-                       resources)
-        self.nodes.append(node)
-        while not {n["node_id"] for n in self.alive_nodes()} - before:
-            self._check_alive(node.process, "ray start (worker node)", deadline)
-        return node
+        for attempt in range(1, attempts + 1):
+            node = RayNode(self._ray_start([f"--address={self.ray_address}", f"--num-cpus={num_cpus}",
+                                            f"--resources={json.dumps(resources)}", *self._node_ports()]),
+                           resources)
+            self.nodes.append(node)
+            while not {n["node_id"] for n in self.alive_nodes()} - before:
+                time.sleep(1)  # each poll costs the head some CPU the new raylet needs
+                if node.process.poll() is not None and attempt < attempts:
+                    # `ray start` gives a raylet 30 s to register (fixed in Ray); on a
+                    # loaded machine that can pass. Try again, a few times.
+                    node.kill()
+                    self.nodes.remove(node)
+                    break
+                self._check_alive(node.process, "ray start (worker node)", deadline)
+            else:
+                return node
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def alive_nodes(self) -> list[dict[str, Any]]:
-        """Alive nodes as Ray's state API lists them (`ray list nodes`; needs the dashboard);
-        empty while it cannot answer."""
-        done = subprocess.run([self._bin("ray"), "list", "nodes", f"--address={self.ray_address}",
-                               "--format=json", "--filter", "state=ALIVE"],
-                              env=self._env(), capture_output=True, text=True, timeout=60)
+        """Alive nodes as Ray's state API lists them (needs the dashboard); empty while it
+        cannot answer."""
         try:
-            return list(json.loads(done.stdout)) if done.returncode == 0 else []
-        except ValueError:
+            answer = self._dashboard_get("/api/v0/nodes?limit=1000")
+        except (OSError, ValueError):
             return []
+        nodes = answer.get("data", {}).get("result", {}).get("result", [])
+        return [node for node in nodes if node.get("state") == "ALIVE"]
 
     def deploy(self, config: Path) -> None:
         """`serve deploy` a YAML (this app's port) through the head's dashboard, as on a cluster."""
@@ -224,7 +234,10 @@ class ServeProcess:
 
     def serve_details(self) -> dict[str, Any]:
         """Serve's REST view of the cluster (what `serve status` reads), replicas' nodes included."""
-        request = urllib.request.Request(f"{self.dashboard_url}/api/serve/applications/",
+        return self._dashboard_get("/api/serve/applications/")
+
+    def _dashboard_get(self, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(f"{self.dashboard_url}{path}",
                                          headers={"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"})
         with urllib.request.urlopen(request, timeout=30) as response:
             return dict(json.loads(response.read()))

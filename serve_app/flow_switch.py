@@ -2,18 +2,20 @@
 verify answer 503 `verification_flow_disabled`; search and ingest keep serving) or on
 again, on a running cluster, without restarting any replica.
 
-    python -m serve_app.flow_switch off [--config configs/production.yaml] [--address URL]
+    python -m serve_app.flow_switch off [--config FILE] [--address URL]
     python -m serve_app.flow_switch on
 
 It deploys the Serve config with `enable_verification_flow` in the Gateway's
 `user_config` (`serve deploy`); Serve hands the change to the running Gateway replicas
-(`reconfigure`) and leaves the other deployments alone. Give the config the cluster runs.
+(`reconfigure`) and leaves the other deployments alone. Give the config the cluster runs
+(default: $SERVE_CONFIG, as in the container image, else configs/production.yaml).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,8 +42,9 @@ def with_verification_flow(config: dict[str, Any], enabled: bool) -> dict[str, A
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("state", choices=["on", "off"])
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "production.yaml",
-                        help="the Serve config the cluster runs")
+    # In the container image, SERVE_CONFIG names the config it runs (Dockerfile).
+    default = os.environ.get("SERVE_CONFIG") or REPO_ROOT / "configs" / "production.yaml"
+    parser.add_argument("--config", type=Path, default=default, help="the Serve config the cluster runs")
     parser.add_argument("--address", default="http://127.0.0.1:8265", help="the Ray dashboard of the head node")
     args = parser.parse_args(argv)
     config = with_verification_flow(yaml.safe_load(args.config.read_text()), args.state == "on")
