@@ -38,23 +38,15 @@ COPY --from=wheel /dist/ /tmp/dist/
 # when the service starts. `ray==RAY_VERSION` keeps pip from replacing the base image's Ray.
 # onnxruntime-gpu and the CPU onnxruntime (a dependency of insightface) install the same
 # module, so on GPU the CPU wheel goes and the GPU wheel goes in last, with the CUDA and
-# cuDNN libraries it was built against (its `cuda` and `cudnn` extras, from PyPI).
+# cuDNN libraries it was built against (its `cuda` and `cudnn` extras, from PyPI; the
+# service preloads them, serve_app/models/pack.py), as `make install-gpu` does.
 RUN pip install --no-cache-dir /tmp/dist/*.whl "ray[serve,data]==${RAY_VERSION}" \
     && if [ "${RAY_FLAVOR}" = "gpu" ]; then \
          pip uninstall --yes onnxruntime \
-         && pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]>=1.20,<2"; \
+         && pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]>=1.21,<2"; \
        fi \
     && rm -rf /tmp/dist
 
-USER 0
-# Those CUDA libraries live in site-packages/nvidia/*/lib: tell the dynamic loader, so
-# onnxruntime's CUDA provider finds them whatever CUDA the base image carries.
-RUN if [ "${RAY_FLAVOR}" = "gpu" ]; then \
-      python -c "import pathlib, nvidia; print(*sorted({str(p.parent) for d in nvidia.__path__ for p in pathlib.Path(d).glob('**/lib/*.so*')}), sep=chr(10))" \
-        > /etc/ld.so.conf.d/onnxruntime-cuda.conf \
-      && ldconfig; \
-    fi
-USER 1000:100
 # Fails the build if the wheel cannot load its models or onnxruntime lacks the provider.
 RUN python -c "import onnxruntime as o, sys; p = o.get_available_providers(); print('onnxruntime providers:', p); sys.exit('${RAY_FLAVOR}' == 'gpu' and 'CUDAExecutionProvider' not in p)" \
     && python -c "from serve_app.models.pack import locate_pack; print(locate_pack(None))"

@@ -152,7 +152,11 @@ def test_gpu_group_gets_a_gpu_and_the_embedder_asks_for_one(manifest: dict[str, 
     assert groups["head"]["rayStartParams"]["num-cpus"] == "0"  # no replicas on the head
     app = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]
     embedder = next(d for d in app["deployments"] if d["name"] == "FaceEmbedder")
-    assert embedder["ray_actor_options"]["num_gpus"] == 1
+    options = embedder["ray_actor_options"]
+    assert 0 < options["num_gpus"] <= 1
+    # Every replica the GPU takes also finds its CPUs in the pod.
+    per_gpu = round(1 / options["num_gpus"])
+    assert per_gpu * options["num_cpus"] <= float(gpu.resources.requests["cpu"])
 
 
 def _secret_keys() -> dict[str, set[str]]:

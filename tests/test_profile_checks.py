@@ -26,16 +26,15 @@ from serve_app.deployments.gateway import Gateway
 from serve_app.errors import Unavailable
 from serve_app.flow_switch import with_verification_flow
 from serve_app.flows.ports import Ports, ThreadedRepository
+from serve_app.models.onnx_model import ModelFingerprint, fingerprint_of
 from serve_app.models.pack import locate_pack
 from serve_app.repository import FaceRepository, GalleryFace, point_id
 from serve_app.store.base import Hit
 from serve_app.store.edge import EdgeStore
 from serve_app.store.provenance import (
     MODEL_KEY,
-    ModelFingerprint,
     ProfileRefusal,
     check_replicas,
-    fingerprint_file,
     open_repository,
     recognizer_fingerprint,
 )
@@ -140,7 +139,7 @@ def test_collections_from_before_the_record_adopt_the_running_model(
 def test_the_running_recognizer_is_fingerprinted_by_its_file() -> None:
     model = recognizer_fingerprint(Settings(_env_file=None))
     path = locate_pack(None).recognizer
-    assert model == fingerprint_file(path) and model.name == path.name and len(model.sha256) == 64
+    assert model == fingerprint_of(path) and model.name == path.name and len(model.sha256) == 64
 
 
 # --- the HTTP side: refusals keep their code; the live switch ------------------------------

@@ -5,15 +5,14 @@ similarity meaningless). Each collection records the model that writes it."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any, NoReturn
 
 from serve_app.config import Settings
 from serve_app.errors import Unavailable
+from serve_app.models.onnx_model import ModelFingerprint, fingerprint_of
 from serve_app.models.pack import locate_pack
 from serve_app.repository import FaceRepository
 from serve_app.store import open_store
@@ -26,26 +25,10 @@ MODEL_KEY = "face_pipeline_model"
 MIGRATION_HINT = "README 'Changing the recognizer model'"
 
 
-@dataclass(frozen=True)
-class ModelFingerprint:
-    """Which model produced a vector: file name and content hash."""
-
-    name: str
-    sha256: str
-
-
-def fingerprint_file(path: Path) -> ModelFingerprint:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return ModelFingerprint(path.name, digest.hexdigest())
-
-
 def recognizer_fingerprint(settings: Settings) -> ModelFingerprint:
     """The recognizer this profile's embedders load (located, not loaded)."""
     pack = locate_pack(settings.face_model_dir, settings.face_detector_file, settings.face_recognizer_file)
-    return fingerprint_file(pack.recognizer)
+    return fingerprint_of(pack.recognizer)
 
 
 class ProfileRefusal(Exception):
