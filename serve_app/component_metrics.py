@@ -1,0 +1,47 @@
+"""Metrics of the FaceStore and FaceEmbedder deployments (the Gateway's: serve_app.metrics).
+
+Names start with `store_`, `collection_` and `embedder_`, prefixes that
+deploy/prometheus/prometheus.yml strips of Ray's `ray_`. Ray Serve already exports each
+`@serve.batch` call's size and time (`ray_serve_actual_batch_size`,
+`ray_serve_batch_execution_time_ms`, by deployment); these add what it cannot see.
+"""
+
+from __future__ import annotations
+
+from ray.serve.metrics import Gauge, Histogram
+
+from serve_app.stage_timing import BatchTimings
+
+# Storage calls take from tens of microseconds (Edge, in process) to tens of ms (server).
+STORE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
+STAGE_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+FACES_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
+
+
+class StoreMetrics:
+    """A `serve_app.store.timed.StoreObserver` on Ray's metrics."""
+
+    def __init__(self) -> None:
+        self.latency = Histogram("store_operation_seconds", description="Storage call time by operation and collection",
+                                 boundaries=STORE_BUCKETS_S, tag_keys=("operation", "collection"))
+        self.sizes = Gauge("collection_points", description="Points in each collection",
+                           tag_keys=("collection",))
+
+    def operation(self, operation: str, collection: str, seconds: float) -> None:
+        self.latency.observe(seconds, tags={"operation": operation, "collection": collection})
+
+    def points(self, collection: str, count: int) -> None:
+        self.sizes.set(count, tags={"collection": collection})
+
+
+class EmbedderMetrics:
+    def __init__(self) -> None:
+        self.stages = Histogram("embedder_stage_seconds", description="Time of one model batch in each stage",
+                                boundaries=STAGE_BUCKETS_S, tag_keys=("stage",))
+        self.faces = Histogram("embedder_batch_faces", description="Faces the recognizer embedded per batch",
+                               boundaries=FACES_BUCKETS)
+
+    def batch(self, timings: BatchTimings, faces: int) -> None:
+        for stage, seconds in timings.stages():
+            self.stages.observe(seconds, tags={"stage": stage})
+        self.faces.observe(faces)
