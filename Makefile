@@ -33,7 +33,7 @@ run: $(STAMP)
 	$(BIN)/serve run serve_config.yaml
 
 test: $(STAMP)
-	$(BIN)/ruff check serve_app loadtests scripts tests
+	$(BIN)/ruff check serve_app loadtests scripts tests deploy
 	$(BIN)/python -m pytest
 
 # frontal/left/right/probe/different-person JPEGs for the README's curl examples.
