@@ -34,6 +34,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check serve_app loadtests scripts tests deploy
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # frontal/left/right/probe/different-person JPEGs for the README's curl examples.

@@ -7,11 +7,12 @@ through `runtime_env.env_vars`.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serve_app.dedup import MAX_SUPPORTED_DISTANCE
 
 SERVICE_NAME = "face-pipeline-search-api"
 
@@ -25,7 +26,9 @@ class Settings(BaseSettings):
     qdrant_api_key: str | None = None
     qdrant_path: Path = Field(Path("data/qdrant"), description="Embedded store directory")
     qdrant_timeout_s: float = 10.0
-    qdrant_collection: str = "faces_v1"
+    # The gallery collection; the plan names its variable QDRANT_COLLECTION.
+    faces_collection: str = Field("faces_v1", validation_alias=AliasChoices("qdrant_collection",
+                                                                            "faces_collection"))
     identity_collection: str = "identities_v1"
     vector_dim: int = 512
 
@@ -44,7 +47,7 @@ class Settings(BaseSettings):
     # --- gallery ingestion ----------------------------------------------------------
     # Images whose 64-bit perceptual hashes differ in at most this many bits are copies.
     # At most 7: the banded candidate lookup (serve_app.dedup) is exact up to there.
-    dedup_max_distance: int = Field(6, ge=0, le=7)
+    dedup_max_distance: int = Field(6, ge=0, le=MAX_SUPPORTED_DISTANCE)
     # How many gallery faces one (re-)enrollment may tag at most.
     retag_max_faces: int = Field(10_000, ge=1)
     max_metadata_fields: int = Field(32, ge=0)
@@ -77,11 +80,16 @@ class Settings(BaseSettings):
             raise ValueError("VERIFY_THRESHOLD_FLOOR must not exceed VERIFY_HI_THRESHOLD")
         return self
 
+    @classmethod
+    def env_names(cls) -> set[str]:
+        """Every environment variable the service reads (the first alias of a renamed field)."""
+        names = set()
+        for name, field in cls.model_fields.items():
+            alias = field.validation_alias
+            names.add((alias.choices[0] if isinstance(alias, AliasChoices) else name).upper())  # type: ignore[union-attr]
+        return names
+
     @property
     def embedded_store(self) -> bool:
         return not self.qdrant_url
 
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

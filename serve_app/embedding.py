@@ -31,12 +31,8 @@ class Face:
     det_score: float
     embedding: np.ndarray  # (dim,) float32, unit length
 
-    @property
-    def size(self) -> float:
-        """The shorter side of the box, the figure the minimum face size applies to."""
-        return min(self.box[2] - self.box[0], self.box[3] - self.box[1])
-
     def describe(self) -> dict[str, Any]:
+        """Box and detector score as stored with the face and shown to clients."""
         x1, y1, x2, y2 = (round(float(v), 1) for v in self.box)
         return {"box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}, "det_score": round(self.det_score, 4)}
 
@@ -84,6 +80,11 @@ class FacePipeline:
     @property
     def dim(self) -> int:
         return self.recognizer.dim
+
+    def describe(self) -> dict[str, Any]:
+        """What health shows of the models: the providers that actually run them."""
+        return {"provider": self.recognizer.provider, "detector_provider": self.detector.provider,
+                "vector_dim": self.dim}
 
     def run(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
         results = [EmbedResult() for _ in requests]

@@ -57,6 +57,10 @@ def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
     return buffer.tobytes()
 
 
+# The plan's three enrollment photos of one person.
+ENROLLMENT_PHOTOS = ("frontal", "left", "right")
+
+
 def data_uri(data: bytes) -> str:
     """JPEG bytes as the `data:image/jpeg;base64,...` string the API takes."""
     return "data:image/jpeg;base64," + base64.b64encode(data).decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -125,8 +126,15 @@ class DuplicateOf(BaseModel):
     distance: int = Field(description="Hamming distance between the 64-bit perceptual hashes")
 
 
+class IngestStatus(str, Enum):
+    INGESTED = "ingested"
+    NO_FACES = "no_faces"
+    DUPLICATE = "duplicate"  # a near copy of another stored image
+    ALREADY_INGESTED = "already_ingested"  # the very same bytes again (a retry)
+
+
 class IngestResponse(BaseModel):
-    status: str = Field(description="ingested | no_faces | duplicate | already_ingested")
+    status: IngestStatus
     tenant_id: str
     image_id: str = Field(description="SHA-256 of the image bytes")
     p_hash: str

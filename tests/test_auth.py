@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -11,13 +10,7 @@ import pytest
 
 from serve_app.auth import ANONYMOUS, KeyRing, Unauthorized, digest, require_admin
 from serve_app.errors import DomainError, Forbidden
-
-
-def write_keys(path: Path, entries: list[dict]) -> None:
-    path.write_text(json.dumps({"keys": entries}))
-    # Make the change visible even within one mtime tick.
-    stamp = time.time() + len(entries) + hash(json.dumps(entries)) % 1000
-    os.utime(path, (stamp, stamp))
+from tests.helpers import write_keys
 
 
 @pytest.fixture

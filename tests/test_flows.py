@@ -1,60 +1,23 @@
-"""The flows' logic, with a fake embedder and a real (in-memory) Qdrant engine.
-
-The fake turns image bytes like b"alice/2" into a unit vector close to alice's own
-direction, so similarities are known exactly and the tests can aim at the thresholds.
-"""
+"""The flows' logic, with a fake embedder (tests/fakes.py) and a real (in-memory) Qdrant engine."""
 
 from __future__ import annotations
-
-import asyncio
-import hashlib
 
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
 from serve_app.config import Settings
-from serve_app.embedding import EmbedRequest, EmbedResult, Face
 from serve_app.errors import DomainError, NoFaceDetected, NotFound
 from serve_app.flows import enroll as enroll_flow
 from serve_app.flows import search as search_flow
 from serve_app.flows import verify as verify_flow
-from serve_app.flows.ports import LocalPort, Ports
+from serve_app.flows.ports import Ports, ThreadedRepository
 from serve_app.repository import FaceRepository
+from serve_app.schemas import EnrollResponse, IdentityRef
 from serve_app.similarity import similarity_from_cosine
 from serve_app.store.server import QdrantServerStore
-
-DIM = 16
-
-
-def direction(name: str) -> np.ndarray:
-    seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
-    vector = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
-    return vector / np.linalg.norm(vector)
-
-
-def blend(name: str, other: str, weight: float) -> np.ndarray:
-    vector = (1 - weight) * direction(name) + weight * direction(other)
-    return (vector / np.linalg.norm(vector)).astype(np.float32)
-
-
-class FakeEmbedder:
-    """b"alice/3" -> alice's direction nudged by a per-photo variation; b"noface" -> 422."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.overrides: dict[bytes, np.ndarray] = {}
-
-    async def embed(self, request: EmbedRequest) -> EmbedResult:
-        self.calls += 1
-        if request.data == b"noface":
-            return EmbedResult(error=NoFaceDetected())
-        if request.data in self.overrides:
-            vector = self.overrides[request.data]
-        else:
-            name, _, variant = request.data.decode().partition("/")
-            vector = blend(name, f"noise-{variant}", 0.15) if variant else direction(name)
-        return EmbedResult(faces=[Face((10.0, 10.0, 90.0, 110.0), 0.9, vector)], width=100, height=120)
+from tests.fakes import DIM, FakeEmbedder, blend, direction
+from tests.helpers import faces_of, run
 
 
 @pytest.fixture
@@ -76,14 +39,10 @@ def embedder() -> FakeEmbedder:
 
 @pytest.fixture
 def ports(embedder: FakeEmbedder, repository: FaceRepository, settings: Settings) -> Ports:
-    return Ports(embedder, LocalPort(repository), settings)
+    return Ports(embedder, ThreadedRepository(repository), settings)
 
 
-def run(coro):
-    return asyncio.run(coro)
-
-
-def enroll(ports: Ports, tenant: str, identity: str, photos: list[bytes]) -> dict:
+def enroll(ports: Ports, tenant: str, identity: str, photos: list[bytes]) -> EnrollResponse:
     return run(enroll_flow.enroll_identity(ports, tenant, identity, photos))
 
 
@@ -92,9 +51,9 @@ ALICE = [b"alice/1", b"alice/2", b"alice/3"]
 
 def test_enrollment_stores_the_normalised_mean_template(ports, repository, embedder) -> None:
     answer = enroll(ports, "t1", "alice", ALICE)
-    assert answer["ok"] is True
-    assert answer["identity"] == {"tenant_id": "t1", "identity_id": "alice"}
-    assert answer["vector_dim"] == DIM and answer["images_used"] == 3
+    assert answer.ok is True
+    assert answer.identity == IdentityRef(tenant_id="t1", identity_id="alice")
+    assert answer.vector_dim == DIM and answer.images_used == 3
     stored = repository.get_identity("t1", "alice")
     vectors = np.stack([blend("alice", f"noise-{i}", 0.15) for i in (1, 2, 3)])
     expected = vectors.mean(axis=0)
@@ -125,27 +84,27 @@ def test_reenrollment_replaces_template_and_enrollment_faces(ports, repository) 
     stored = repository.get_identity("t1", "alice")
     assert stored.payload["images"] == 2
     assert float(stored.template @ direction("carol")) > 0.9
-    assert repository.count_faces("t1") == 2
+    assert faces_of(repository, "t1") == 2
 
 
 def test_verify_same_person_passes_and_returns_identity_faces(ports) -> None:
     enroll(ports, "t1", "alice", ALICE)
     enroll(ports, "t1", "bob", [b"bob/1", b"bob/2"])
     answer = run(verify_flow.verify(ports, "t1", "alice", b"alice/9"))
-    assert answer["verified"] is True
-    assert answer["similarity"] >= 0.78
-    assert answer["count"] == len(answer["results"]) == 3
-    assert {hit["identity_id"] for hit in answer["results"]} == {"alice"}
-    similarities = [hit["similarity"] for hit in answer["results"]]
+    assert answer.verified is True
+    assert answer.similarity >= 0.78
+    assert answer.count == len(answer.results) == 3
+    assert {hit.identity_id for hit in answer.results} == {"alice"}
+    similarities = [hit.similarity for hit in answer.results]
     assert similarities == sorted(similarities, reverse=True)
 
 
 def test_verify_different_person_fails_with_no_results(ports) -> None:
     enroll(ports, "t1", "alice", ALICE)
     answer = run(verify_flow.verify(ports, "t1", "alice", b"bob/1"))
-    assert answer["verified"] is False
-    assert answer["results"] == [] and answer["count"] == 0
-    assert answer["similarity"] < 0.78
+    assert answer.verified is False
+    assert answer.results == [] and answer.count == 0
+    assert answer.similarity < 0.78
 
 
 def test_verify_threshold_is_applied_on_the_similarity_scale(ports, embedder) -> None:
@@ -156,9 +115,9 @@ def test_verify_threshold_is_applied_on_the_similarity_scale(ports, embedder) ->
     orthogonal /= np.linalg.norm(orthogonal)
     embedder.overrides[b"probe"] = (0.6 * template + 0.8 * orthogonal).astype(np.float32)
     passed = run(verify_flow.verify(ports, "t1", "alice", b"probe"))
-    assert passed["similarity"] == pytest.approx(0.80, abs=1e-3) and passed["verified"] is True
+    assert passed.similarity == pytest.approx(0.80, abs=1e-3) and passed.verified is True
     raised = run(verify_flow.verify(ports, "t1", "alice", b"probe", hi_threshold=0.85))
-    assert raised["verified"] is False and raised["threshold"] == 0.85
+    assert raised.verified is False and raised.threshold == 0.85
 
 
 def test_request_cannot_lower_threshold_below_floor(ports, settings) -> None:
@@ -178,17 +137,17 @@ def test_tenants_never_see_each_other(ports) -> None:
     enroll(ports, "tenant-a", "alice", ALICE)
     with pytest.raises(NotFound):
         run(verify_flow.verify(ports, "tenant-b", "alice", b"alice/9"))
-    assert run(search_flow.search(ports, "tenant-b", b"alice/9", 10))["count"] == 0
-    assert run(search_flow.search(ports, "tenant-a", b"alice/9", 10))["count"] == 3
+    assert run(search_flow.search(ports, "tenant-b", b"alice/9", 10)).count == 0
+    assert run(search_flow.search(ports, "tenant-a", b"alice/9", 10)).count == 3
 
 
 def test_search_ranks_gallery_and_honours_top_k(ports) -> None:
     enroll(ports, "t1", "alice", ALICE)
     enroll(ports, "t1", "bob", [b"bob/1", b"bob/2"])
     answer = run(search_flow.search(ports, "t1", b"bob/5", 4))
-    assert answer["count"] == 4 == len(answer["hits"])
-    assert [hit["identity_id"] for hit in answer["hits"][:2]] == ["bob", "bob"]
-    assert answer["query"]["top_k"] == 4
+    assert answer.count == 4 == len(answer.hits)
+    assert [hit.identity_id for hit in answer.hits[:2]] == ["bob", "bob"]
+    assert answer.query.top_k == 4
 
 
 def test_similarity_scale_maps_cosine_to_unit_interval() -> None:

@@ -9,20 +9,19 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from serve_app.config import get_settings
+from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, EmbedResult, load_pipeline
 
 logger = logging.getLogger("ray.serve")
 
-DEFAULT_BATCH = {"max_batch_size": 8, "batch_wait_timeout_s": 0.005}
+DEFAULT_BATCH: dict[str, Any] = {"max_batch_size": 8, "batch_wait_timeout_s": 0.005}
 
 
 # max_ongoing_requests must be >= max_batch_size or batches never fill.
 @serve.deployment(max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
 class FaceEmbedder:
     def __init__(self) -> None:
-        settings = get_settings()
-        self.pipeline = load_pipeline(settings)
+        self.pipeline = load_pipeline(Settings())
         self.batch_config = dict(DEFAULT_BATCH)
         self._warm_up()
         logger.info("FaceEmbedder ready: detector on %s, recognizer on %s",
@@ -38,8 +37,10 @@ class FaceEmbedder:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         self.batch_config = {**DEFAULT_BATCH, **(config or {})}
-        self.embed.set_max_batch_size(int(self.batch_config["max_batch_size"]))
-        self.embed.set_batch_wait_timeout_s(float(self.batch_config["batch_wait_timeout_s"]))
+        # @serve.batch's typing drops the setters it adds to the method.
+        batched: Any = self.embed
+        batched.set_max_batch_size(int(self.batch_config["max_batch_size"]))
+        batched.set_batch_wait_timeout_s(float(self.batch_config["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def embed(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
@@ -48,10 +49,4 @@ class FaceEmbedder:
         return await asyncio.to_thread(self.pipeline.run, requests)
 
     def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "provider": self.pipeline.recognizer.provider,
-            "detector_provider": self.pipeline.detector.provider,
-            "vector_dim": self.pipeline.dim,
-            "batch": self.batch_config,
-        }
+        return {"status": "ok", **self.pipeline.describe(), "batch": self.batch_config}

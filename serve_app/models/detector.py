@@ -33,7 +33,7 @@ _STRIDE_ALIGN = 32
 @lru_cache(maxsize=128)
 def _anchor_centers(rows: int, cols: int, stride: int, anchors: int) -> np.ndarray:
     """(x, y) of every anchor of a rows x cols feature map, in the network's row-major order."""
-    grid = np.stack(np.mgrid[:rows, :cols][::-1], axis=-1).astype(np.float32)
+    grid = np.stack(list(np.mgrid[:rows, :cols][::-1]), axis=-1).astype(np.float32)
     centers = (grid * stride).reshape(-1, 2)
     return np.repeat(centers, anchors, axis=0) if anchors > 1 else centers
 
@@ -84,7 +84,7 @@ class FaceDetector:
 
     @property
     def provider(self) -> str:
-        return self._session.get_providers()[0]
+        return str(self._session.get_providers()[0])
 
     def _scaled(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """Longer side to the input size (InsightFace's scale), aspect kept."""

@@ -39,11 +39,11 @@ class FaceRecognizer:
 
     @property
     def provider(self) -> str:
-        return self._session.get_providers()[0]
+        return str(self._session.get_providers()[0])
 
     def align(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """5-point similarity transform of one face to the recognizer's crop size."""
-        return face_align.norm_crop(image, landmark=landmarks, image_size=self.crop_size)
+        return np.asarray(face_align.norm_crop(image, landmark=landmarks, image_size=self.crop_size))
 
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         """(n, dim) float32, each row of unit length; one network call for the list."""
@@ -51,4 +51,4 @@ class FaceRecognizer:
             return np.zeros((0, self.dim), dtype=np.float32)
         features = np.asarray(self._model.get_feat(crops), dtype=np.float32)
         norms = np.linalg.norm(features, axis=1, keepdims=True)
-        return features / np.maximum(norms, 1e-12)
+        return np.asarray(features / np.maximum(norms, 1e-12), dtype=np.float32)

@@ -1,22 +1,27 @@
 """Every failure the HTTP edge can meet, turned into `{"detail": code}` with a 4xx/5xx.
 
 No handler here ever returns a traceback or echoes the (possibly huge, possibly
-biometric) request input back to the client.
+biometric) request input back to the client. Each answer also leaves its code in the
+request's state, where the metrics middleware counts it.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray.exceptions import RayError, RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from serve_app.errors import DomainError
 
 logger = logging.getLogger("ray.serve")
+
+ERROR_CODE_STATE = "error_code"
 
 # Validation failures on these fields get their own code; anything else is invalid_request.
 _FIELD_CODES = {
@@ -30,6 +35,7 @@ _FIELD_CODES = {
     "url": "invalid_url",
     "metadata": "invalid_metadata",
 }
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 
 def _validation_code(exc: RequestValidationError) -> str:
@@ -45,38 +51,47 @@ def _validation_code(exc: RequestValidationError) -> str:
     return "invalid_request"
 
 
+def error_json(scope: Scope, body: dict[str, Any], status_code: int,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one way an error answer is built: the body, and its code noted for the metrics."""
+    scope.setdefault("state", {})[ERROR_CODE_STATE] = body["detail"]
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def refusal(scope: Scope, error: DomainError) -> JSONResponse:
+    return error_json(scope, error.body(), error.status_code)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return refusal(request.scope, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
             for e in exc.errors()[:10]
         ]
-        return JSONResponse({"detail": _validation_code(exc), "errors": errors}, status_code=422)
+        return error_json(request.scope, {"detail": _validation_code(exc), "errors": errors}, 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail.islower() else None
-        return JSONResponse({"detail": detail or codes.get(exc.status_code, "http_error")},
-                            status_code=exc.status_code)
+        return error_json(request.scope, {"detail": detail or _HTTP_CODES.get(exc.status_code, "http_error")},
+                          exc.status_code)
 
     @app.exception_handler(RayError)
-    async def backend_down(_: Request, exc: RayError) -> JSONResponse:
+    async def backend_down(request: Request, exc: RayError) -> JSONResponse:
         if isinstance(exc, RayTaskError):
             # The backend ran and raised: a defect, not an outage.
             logger.error("backend error: %s", exc)
-            return JSONResponse({"detail": "internal_error"}, status_code=500)
+            return error_json(request.scope, {"detail": "internal_error"}, 500)
         # A replica died or is restarting: retryable.
         logger.warning("backend unavailable: %s", type(exc).__name__)
-        return JSONResponse({"detail": "backend_unavailable"}, status_code=503,
-                            headers={"Retry-After": "1"})
+        return error_json(request.scope, {"detail": "backend_unavailable"}, 503, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error")
-        return JSONResponse({"detail": "internal_error"}, status_code=500)
+        return error_json(request.scope, {"detail": "internal_error"}, 500)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app.errors import DomainError
+from serve_app.web.errors import refusal
 
 
 class RequestTooLarge(DomainError):
@@ -30,8 +30,7 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            error = RequestTooLarge(self.max_bytes)
-            await JSONResponse(error.body(), status_code=error.status_code)(scope, receive, send)
+            await refusal(scope, RequestTooLarge(self.max_bytes))(scope, receive, send)
             return
         received = 0
 
