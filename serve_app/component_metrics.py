@@ -15,15 +15,17 @@ from serve_app.stage_timing import BatchTimings
 # Storage calls take from tens of microseconds (Edge, in process) to tens of ms (server).
 STORE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
 STAGE_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
-FACES_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
+FACES_BUCKETS = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
 
 
 class StoreMetrics:
     """A `serve_app.store.timed.StoreObserver` on Ray's metrics."""
 
     def __init__(self) -> None:
+        # Ray annotates tag_keys as a 1-tuple (Tuple[str]); any number of keys works.
         self.latency = Histogram("store_operation_seconds", description="Storage call time by operation and collection",
-                                 boundaries=STORE_BUCKETS_S, tag_keys=("operation", "collection"))
+                                 boundaries=STORE_BUCKETS_S,
+                                 tag_keys=("operation", "collection"))  # type: ignore[arg-type]
         self.sizes = Gauge("collection_points", description="Points in each collection",
                            tag_keys=("collection",))
 

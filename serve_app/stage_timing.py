@@ -9,15 +9,19 @@ photos) is counted once: the request waited for it once.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
 
 # The stages of the header, in its order; "total" is the whole request.
 STAGES = ("decode", "detect", "embed", "store")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,17 @@ def stage(name: str) -> Iterator[None]:
         timings = _current.get()
         if timings is not None:
             timings.add(name, time.perf_counter() - started)
+
+
+def timed_stage(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """Decorator: the awaited call's time goes to the current request's stage `name`."""
+    def decorate(call: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        @functools.wraps(call)
+        async def timed(*args: P.args, **kwargs: P.kwargs) -> R:
+            with stage(name):
+                return await call(*args, **kwargs)
+        return timed
+    return decorate
 
 
 def record_batch(timings: BatchTimings | None) -> None:

@@ -11,10 +11,12 @@ import dataclasses
 import logging
 from ray import serve
 
+from serve_app.component_metrics import StoreMetrics
 from serve_app.config import Settings
 from serve_app.flows.ports import ThreadedRepository
 from serve_app.repository import FaceRepository
 from serve_app.store import open_store
+from serve_app.store.timed import TimedStore
 
 logger = logging.getLogger("ray.serve")
 
@@ -24,7 +26,8 @@ logger = logging.getLogger("ray.serve")
 class FaceStore(ThreadedRepository):
     def __init__(self) -> None:
         settings = Settings()
-        repository = FaceRepository.for_settings(open_store(settings), settings)
+        # Every storage call timed by operation and collection ("Qdrant latency").
+        repository = FaceRepository.for_settings(TimedStore(open_store(settings), StoreMetrics()), settings)
         repository.ensure_all()
         super().__init__(repository)
         stats = repository.stats()
