@@ -2,20 +2,21 @@
 
 Names start with `store_`, `collection_` and `embedder_`, prefixes that
 deploy/prometheus/prometheus.yml strips of Ray's `ray_`. Ray Serve already exports each
-`@serve.batch` call's size and time (`ray_serve_actual_batch_size`,
-`ray_serve_batch_execution_time_ms`, by deployment); these add what it cannot see.
+`@serve.batch` call's size and time as histograms (`ray_serve_actual_batch_size`,
+`ray_serve_batch_execution_time_ms`); these add what it cannot see, the faces and the
+model stages, and exact counts: Ray's agent estimates a histogram's `_sum` from its
+bucket midpoints, so sums that must add up are counters here.
 """
 
 from __future__ import annotations
 
-from ray.serve.metrics import Gauge, Histogram
+from ray.serve.metrics import Counter, Gauge, Histogram
 
 from serve_app.stage_timing import BatchTimings
 
 # Storage calls take from tens of microseconds (Edge, in process) to tens of ms (server).
 STORE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
 STAGE_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
-FACES_BUCKETS = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
 
 
 class StoreMetrics:
@@ -40,10 +41,14 @@ class EmbedderMetrics:
     def __init__(self) -> None:
         self.stages = Histogram("embedder_stage_seconds", description="Time of one model batch in each stage",
                                 boundaries=STAGE_BUCKETS_S, tag_keys=("stage",))
-        self.faces = Histogram("embedder_batch_faces", description="Faces the recognizer embedded per batch",
-                               boundaries=FACES_BUCKETS)
+        self.batches = Counter("embedder_batches", description="Model batches run")
+        self.images = Counter("embedder_images", description="Images through the detector")
+        self.faces = Counter("embedder_faces", description="Faces through the recognizer")
 
-    def batch(self, timings: BatchTimings, faces: int) -> None:
+    def batch(self, timings: BatchTimings, images: int, faces: int) -> None:
         for stage, seconds in timings.stages():
             self.stages.observe(seconds, tags={"stage": stage})
-        self.faces.observe(faces)
+        self.batches.inc()
+        self.images.inc(images)
+        if faces:
+            self.faces.inc(faces)

@@ -54,6 +54,9 @@ class ServiceMetrics:
         self.component_healthy = Gauge("api_component_healthy",
                                        description="1 if the last health probe found the component up",
                                        tag_keys=("component",))
+        # The gauges' last values, set again by `refresh_gauges` (serve_app.gauge_refresh).
+        self._last_similarity: float | None = None
+        self._health: dict[str, float] = {}
 
     def _latency(self, endpoint: str) -> RayHistogram | None:
         latencies = {"enroll_identity": self.enroll_latency, "verify": self.verify_latency,
@@ -81,8 +84,17 @@ class ServiceMetrics:
     def verification_result(self, verified: bool, similarity: float) -> None:
         if verified:
             self.verify_verified.inc()
+        self._last_similarity = similarity
         self.similarity_last.set(similarity)
         self.similarity_hist.observe(similarity)
 
     def component_health(self, component: str, healthy: bool) -> None:
-        self.component_healthy.set(1.0 if healthy else 0.0, tags={"component": component})
+        self._health[component] = 1.0 if healthy else 0.0
+        self.component_healthy.set(self._health[component], tags={"component": component})
+
+    def refresh_gauges(self) -> None:
+        """Set the gauges again to their last values, so Ray keeps exporting them."""
+        if self._last_similarity is not None:
+            self.similarity_last.set(self._last_similarity)
+        for component, value in list(self._health.items()):
+            self.component_healthy.set(value, tags={"component": component})

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
+from serve_app.gauge_refresh import GaugeRefresher
 from serve_app.metrics import ServiceMetrics
 from tests.fakes import recorded_metrics
 
@@ -67,3 +70,32 @@ def test_component_health_is_a_gauge_per_component(metrics) -> None:
     metrics.component_health("embedder", True)
     assert metrics.component_healthy.calls == [("set", 0.0, {"component": "store"}),
                                                ("set", 1.0, {"component": "embedder"})]
+
+
+def test_refresh_sets_the_gauges_again_to_their_last_values(metrics) -> None:
+    metrics.refresh_gauges()  # nothing recorded yet: nothing to set
+    assert metrics.similarity_last.calls == [] and metrics.component_healthy.calls == []
+    metrics.verification_result(True, 0.91)
+    metrics.component_health("store", False)
+    metrics.refresh_gauges()
+    assert metrics.similarity_last.calls == [("set", 0.91, None)] * 2
+    assert metrics.component_healthy.calls == [("set", 0.0, {"component": "store"})] * 2
+
+
+def test_gauge_refresher_calls_until_stopped_and_survives_a_failure() -> None:
+    calls: list[int] = []
+    done = threading.Event()
+
+    def refresh() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("store briefly down")
+        if len(calls) >= 3:
+            done.set()
+
+    refresher = GaugeRefresher(refresh, 0.01).start()
+    assert done.wait(5)
+    refresher.stop()
+    stopped_at = len(calls)
+    done.wait(0.05)
+    assert len(calls) == stopped_at >= 3

@@ -132,23 +132,27 @@ def system_panels() -> list[Builder[Panel]]:
                                      "5xx answers / all requests; alerts at 1% (warning) and 5% (critical, "
                                      "the plan's rollback line)."),
                     (None, "green"), (0.01, "orange"), (0.05, "red"))
-        .with_target(query('sum(rate(api_requests_total{status=~"5.."}[$__rate_interval])) '
+        # `or vector(0)`: no 5xx series yet is a ratio of 0, not "no data".
+        .with_target(query('(sum(rate(api_requests_total{status=~"5.."}[$__rate_interval])) or vector(0)) '
                            "/ sum(rate(api_requests_total[$__rate_interval]))", "5xx ratio")),
         timeseries_panel("Store latency (Qdrant), P95", "s",
                          "Time of each storage call in the FaceStore deployment, by operation and collection.")
         .with_target(query("histogram_quantile(0.95, sum by (le, operation, collection) "
                            "(rate(store_operation_seconds_bucket[$__rate_interval])))",
                            "{{operation}} {{collection}}")),
-        # Ray Serve measures each @serve.batch call (images per batch, batch time); the
-        # service adds the faces the recognizer ran on and the time of each model stage.
+        # Ray Serve measures each @serve.batch call (images per batch, batch time) as
+        # histograms whose _sum Ray estimates from bucket midpoints: means come from the
+        # service's exact counters, quantiles from Ray's buckets.
         timeseries_panel("Embedder batch size", "short",
-                         "Images per FaceEmbedder batch (Ray Serve's count; a 3-photo enrollment is 3 images) "
-                         "and faces the recognizer embedded per batch, means.")
-        .with_target(query(f"sum(rate(ray_serve_actual_batch_size_sum{{{EMBED_BATCH}}}[$__rate_interval])) "
-                           f"/ sum(rate(ray_serve_actual_batch_size_count{{{EMBED_BATCH}}}[$__rate_interval]))",
-                           "images per batch", "A"))
-        .with_target(query("sum(rate(embedder_batch_faces_sum[$__rate_interval])) "
-                           "/ sum(rate(embedder_batch_faces_count[$__rate_interval]))", "faces per batch", "B")),
+                         "Images per FaceEmbedder batch (a 3-photo enrollment is 3 images), mean and P95, "
+                         "and faces the recognizer embedded per batch, mean.")
+        .with_target(query("sum(rate(embedder_images_total[$__rate_interval])) "
+                           "/ sum(rate(embedder_batches_total[$__rate_interval]))", "images per batch", "A"))
+        .with_target(query("histogram_quantile(0.95, sum by (le) "
+                           f"(rate(ray_serve_actual_batch_size_bucket{{{EMBED_BATCH}}}[$__rate_interval])))",
+                           "P95 images per batch", "B"))
+        .with_target(query("sum(rate(embedder_faces_total[$__rate_interval])) "
+                           "/ sum(rate(embedder_batches_total[$__rate_interval]))", "faces per batch", "C")),
         timeseries_panel("Embedder batch time, P95", "s",
                          "One FaceEmbedder batch: the whole call (Ray Serve) and each model stage.")
         .with_target(query("histogram_quantile(0.95, sum by (le) "

@@ -51,7 +51,7 @@ class FaceEmbedder:
         results = await asyncio.to_thread(self.pipeline.run, requests)
         timings = results[0].timings if results else None
         if timings is not None:
-            self.metrics.batch(timings, faces=sum(len(result.faces) for result in results))
+            self.metrics.batch(timings, images=len(requests), faces=sum(len(result.faces) for result in results))
         return results
 
     def health(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from ray import serve
 
 from serve_app.component_metrics import StoreMetrics
 from serve_app.config import Settings
+from serve_app.gauge_refresh import GaugeRefresher, report_interval_s
 from serve_app.flows.ports import ThreadedRepository
 from serve_app.repository import FaceRepository
 from serve_app.store import open_store
@@ -30,11 +31,18 @@ class FaceStore(ThreadedRepository):
         repository = FaceRepository.for_settings(TimedStore(open_store(settings), StoreMetrics()), settings)
         repository.ensure_all()
         super().__init__(repository)
+        # Collection sizes read again every half report interval (each read sets the
+        # gauge): they stay exported, and follow writes made elsewhere (another
+        # replica on a Qdrant server, bulk ingestion).
+        self.sizes = GaugeRefresher(repository.stats, report_interval_s() / 2).start()
         stats = repository.stats()
         logger.info("ensure_all() done on %s: %s", stats.engine, dataclasses.asdict(stats)["collections"])
 
     def __del__(self) -> None:
         # Serve calls __del__ on graceful shutdown: flush and release the shard locks.
+        sizes = getattr(self, "sizes", None)
+        if sizes is not None:
+            sizes.stop()
         repository = getattr(self, "repository", None)
         if repository is not None:
             repository.store.close()
