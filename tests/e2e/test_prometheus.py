@@ -144,7 +144,7 @@ class Round:
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     similarities: list[float] = field(default_factory=list)
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"enroll_identity": [], "verify": []})
-    timings: list[dict[str, float]] = field(default_factory=list)
+    timings: list[tuple[str, int, dict[str, float]]] = field(default_factory=list)
     images_embedded: int = 0
     faces_embedded: int = 0
 
@@ -156,7 +156,7 @@ class Round:
             self.errors[(endpoint, code)] += 1
         if endpoint in TIMED:
             timing = server_timing(response.headers["server-timing"])
-            self.timings.append(timing)
+            self.timings.append((endpoint, expected, timing))
             if endpoint in self.latencies:
                 self.latencies[endpoint].append(timing["total"] / 1000)
 
@@ -451,10 +451,13 @@ def test_every_dashboard_panel_shows_what_the_round_implies(run: Run) -> None:
 
 
 def test_server_timing_shows_where_the_time_went(run: Run) -> None:
-    for timing in run.sent.timings:
+    print("\nServer-Timing (ms) of the round's enrollments, verifications, searches and ingestion:")
+    for endpoint, status, timing in run.sent.timings:
         assert list(timing) == ["decode", "detect", "embed", "store", "total"]
+        print(f"  {endpoint} {status}: " + ", ".join(f"{stage} {ms:.1f}" for stage, ms in timing.items()))
     # A successful enrollment: base64 and image decoding, both models, the store writes.
-    enrolled = run.sent.timings[0]
+    endpoint, status, enrolled = run.sent.timings[0]
+    assert (endpoint, status) == ("enroll_identity", 200)
     assert all(enrolled[stage] > 0 for stage in ("decode", "detect", "embed", "store")), enrolled
     assert enrolled["total"] >= max(enrolled["store"], enrolled["detect"], enrolled["embed"])
 
