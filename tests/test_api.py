@@ -7,6 +7,7 @@ What needs the real graph (batching, crash recovery, restarts, Locust) stays in 
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,6 +117,18 @@ def test_enroll_then_verify_same_and_other_person(api: Api) -> None:
     assert other["verified"] is False and other["results"] == []
     assert len(api.metrics.verify_attempts.calls) == 2  # type: ignore[attr-defined]
     assert len(api.metrics.verify_verified.calls) == 1  # type: ignore[attr-defined]
+
+
+def test_low_quality_enrollment_photo_is_422_with_its_measures(api: Api) -> None:
+    response = api.client.post("/api/v1/enroll_identity", json={
+        "tenant_id": "t1", "identity_id": "alice", "images_b64": [b64(b"alice/1"), b64(b"alice/blurred")]})
+    assert response.status_code == 422
+    assert response.json() == {"detail": "low_quality_image", "image_index": 1, "image_indexes": [1],
+                               "failed": [{"measure": "sharpness", "value": 8.0, "limit": 30.0, "bound": "min"}]}
+    assert api.errors() == [{"endpoint": "enroll_identity", "code": "low_quality_image"}]
+    enrolled = enroll(api)
+    assert enrolled["faces"][0]["quality"] == {"face_size": 100.0, "det_score": 0.9, "sharpness": 250.0,
+                                               "brightness": 140.0, "clipped": 0.0, "yaw": 2.0, "pitch": -3.0}
 
 
 def test_verify_unknown_identity_is_404_and_counted(api: Api) -> None:
@@ -316,3 +329,73 @@ def test_model_endpoints_answer_with_server_timing(api: Api) -> None:
     erased = api.client.delete("/api/v1/identities/alice", headers={"X-Tenant-ID": "t1"})
     assert "server-timing" not in erased.headers
     assert "server-timing" not in api.client.get("/api/v1/health").headers
+
+
+def test_error_answers_never_echo_large_or_unsafe_input(api: Api) -> None:
+    field = "x" * 200_000
+    unknown = api.client.post("/api/v1/search", json={"tenant_id": "t1", "image_b64": b64(b"a"), field: 1})
+    assert unknown.status_code == 422 and unknown.json()["detail"] == "unknown_field"
+    assert len(unknown.content) < 2_000
+    mime = "image/" + "<script>" * 100_000
+    refused = api.client.post("/api/v1/search", json={"tenant_id": "t1", "image_b64": f"data:{mime};base64,AAAA"})
+    assert refused.status_code == 422 and len(refused.content) < 2_000
+    assert "<script>" not in refused.text
+
+
+def test_nan_and_infinity_in_metadata_are_422(api: Api) -> None:
+    for token in ("NaN", "Infinity", "-Infinity"):
+        body = ('{"tenant_id": "t1", "site": "s", "image_b64": "%s", "metadata": {"score": %s}}'
+                % (b64(b"alice/1"), token))
+        response = api.client.post("/api/v1/ingest", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422 and response.json()["detail"] == "invalid_metadata", token
+
+
+def test_no_redirect_is_built_from_the_host_header(api: Api) -> None:
+    response = api.client.get("/api/v1/health/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 404 and "location" not in response.headers
+
+
+def test_head_on_health(api: Api) -> None:
+    response = api.client.head("/api/v1/health")
+    assert response.status_code == 200 and response.content == b""
+
+
+def test_api_docs_load_without_a_cdn(api: Api) -> None:
+    for page in ("/docs", "/redoc"):
+        html = api.client.get(page).text
+        assert "cdn." not in html and "unpkg" not in html, page
+        scripts = [part.split('"')[0] for part in html.split('src="')[1:]]
+        assert scripts, page
+        for script in scripts:
+            assert script.startswith("/"), script
+            asset = api.client.get(script)
+            assert asset.status_code == 200 and len(asset.content) > 100_000, script
+
+
+def test_rate_limit_per_key_answers_429_with_retry_after(tmp_path: Path) -> None:
+    keyfile = tmp_path / "keys.json"
+    write_keys(keyfile, [key_entry("acme", "acme-key"), key_entry("globex", "globex-key")])
+    service = Api(tmp_path, auth_enabled=True, api_keys_file=keyfile, rate_limit_per_s=0.5, rate_limit_burst=3)
+    try:
+        body = {"image_b64": b64(b"alice/1")}
+        answers = [service.client.post("/api/v1/search", json=body, headers={"X-API-Key": "acme-key"})
+                   for _ in range(5)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+        assert answers[3].json()["detail"] == "rate_limited" and int(answers[3].headers["Retry-After"]) >= 1
+        # Another key is not slowed by acme's burst.
+        other = service.client.post("/api/v1/search", json=body, headers={"X-API-Key": "globex-key"})
+        assert other.status_code == 200
+        assert {"endpoint": "search", "code": "rate_limited"} in service.errors()
+    finally:
+        service.close()
+
+
+def test_health_reports_a_broken_key_file_but_stays_up(secured: Api) -> None:
+    assert secured.client.get("/api/v1/health").json()["auth"]["keys_file"] == "ok"
+    assert secured.settings.api_keys_file is not None
+    secured.settings.api_keys_file.write_text("[]")
+    time.sleep(1.1)  # the key ring re-reads the file at most once a second
+    health = secured.client.get("/api/v1/health")
+    assert health.status_code == 200 and health.json()["auth"]["keys_file"].startswith("invalid")
+    assert secured.client.post("/api/v1/search", json={"image_b64": b64(b"a")},
+                               headers={"X-API-Key": "acme-key"}).status_code == 200

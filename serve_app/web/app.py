@@ -11,6 +11,7 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import FastAPI, Path
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from serve_app import __version__
 from serve_app.auth import KeyRing
@@ -43,6 +44,7 @@ from serve_app.stage_timing import stage
 from serve_app.web.body_limit import BodySizeLimit
 from serve_app.web.caller import Authenticate, CallerDep
 from serve_app.web.errors import install_error_handlers
+from serve_app.web.rate_limit import RateLimiter
 from serve_app.web.request_metrics import RequestMetrics
 
 logger = logging.getLogger("ray.serve")
@@ -80,14 +82,19 @@ async def _probe(component: HealthCheck) -> dict[str, Any]:
 def create_app(services: Services) -> FastAPI:
     ports, metrics = services.ports, services.metrics
     settings = ports.settings
-    api = FastAPI(
+    # Swagger UI and ReDoc from assets in the installed package: the docs load on an
+    # air-gapped network. No trailing-slash redirects: their Location would come from Host.
+    api = FastAPIOffline(
         title="face-pipeline",
         version=__version__,
         description="Face enrollment, 1:1 verification (verification-first) and 1:N search.",
+        redirect_slashes=False,
     )
     install_error_handlers(api)
+    limiter = (RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+               if settings.auth_enabled and settings.rate_limit_per_s > 0 else None)
     # Added innermost first: metrics see everything, the body limit runs before the key check.
-    api.add_middleware(Authenticate, keys=services.keys)
+    api.add_middleware(Authenticate, keys=services.keys, limiter=limiter)
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     api.add_middleware(RequestMetrics, metrics=metrics, routes=api.router.routes)
 
@@ -104,6 +111,8 @@ def create_app(services: Services) -> FastAPI:
         if not settings.enable_verification_flow:
             raise Unavailable("verification_flow_disabled")
 
+    # HEAD too: load balancers and `curl -I` probe with it.
+    @api.head("/api/v1/health", include_in_schema=False)
     @api.get("/api/v1/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health() -> JSONResponse:
         names = list(services.components)
@@ -117,6 +126,8 @@ def create_app(services: Services) -> FastAPI:
             "version": __version__,
             "verification_flow": settings.enable_verification_flow,
             "components": dict(zip(names, states, strict=True)),
+            # A key-file problem leaves the last good keys in force: reported, not unhealthy.
+            "auth": services.keys.status(),
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
 

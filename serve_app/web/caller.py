@@ -2,7 +2,8 @@
 
 `Authenticate` (ASGI middleware) checks the API key of every `/api/` request except
 health before any byte of the body is read, so an unauthenticated caller costs no
-parsing and gets 401 rather than schema errors. The route dependency `Caller` then
+parsing and gets 401 rather than schema errors; a caller over its request rate gets 429
+with Retry-After, also before its body is read. The route dependency `Caller` then
 resolves the tenant from the key, the X-Tenant-ID header and the body's `tenant_id`.
 """
 
@@ -17,7 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app.auth import KeyRing, Principal, require_admin
 from serve_app.errors import DomainError
-from serve_app.web.errors import refusal
+from serve_app.web.errors import error_json, refusal
+from serve_app.web.rate_limit import RateLimiter, retry_after_header
 
 PRINCIPAL_STATE = "principal"
 API_KEY_HEADER = "X-API-Key"
@@ -26,9 +28,10 @@ _OPEN_PATHS = frozenset({"/api/v1/health"})
 
 
 class Authenticate:
-    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyRing, limiter: RateLimiter | None = None) -> None:
         self.app = app
         self.keys = keys
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/api/") and scope["path"] not in _OPEN_PATHS:
@@ -38,6 +41,11 @@ class Authenticate:
                 principal = self.keys.authenticate(key.decode("latin-1") if key is not None else None)
             except DomainError as error:
                 await refusal(scope, error)(scope, receive, send)
+                return
+            wait = self.limiter.retry_after(principal.name) if self.limiter is not None else 0.0
+            if wait > 0:
+                await error_json(scope, {"detail": "rate_limited", "retry_after_s": round(wait, 3)}, 429,
+                                 headers={"Retry-After": retry_after_header(wait)})(scope, receive, send)
                 return
             scope.setdefault("state", {})[PRINCIPAL_STATE] = principal
         await self.app(scope, receive, send)

@@ -8,6 +8,7 @@ request's state, where the metrics middleware counts it.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,6 +37,22 @@ _FIELD_CODES = {
     "metadata": "invalid_metadata",
 }
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+# What an error answer may show of client input: short, printable, no markup.
+_EXCERPT_CHARS = 64
+_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:@/+=,;()\[\]-]")
+
+
+def excerpt(value: Any) -> Any:
+    """A value from the request as an error answer may show it: strings cut to a short,
+    sanitised excerpt (the input may be huge, biometric, or meant for a log injection)."""
+    if isinstance(value, str):
+        cut = value[:_EXCERPT_CHARS]
+        return _UNSAFE.sub("?", cut) + ("..." if len(value) > _EXCERPT_CHARS else "")
+    if isinstance(value, (list, tuple)):
+        return [excerpt(item) for item in value[:10]]
+    if isinstance(value, dict):
+        return {excerpt(str(key)): excerpt(item) for key, item in list(value.items())[:10]}
+    return value
 
 
 def _validation_code(exc: RequestValidationError) -> str:
@@ -59,7 +76,9 @@ def error_json(scope: Scope, body: dict[str, Any], status_code: int,
 
 
 def refusal(scope: Scope, error: DomainError) -> JSONResponse:
-    return error_json(scope, error.body(), error.status_code)
+    """A domain error's answer; the values it carries may come from the request: excerpts."""
+    body = {key: value if key == "detail" else excerpt(value) for key, value in error.body().items()}
+    return error_json(scope, body, error.status_code)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -69,14 +88,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Locations name client-chosen keys (an unknown field's name can be 200 KB): excerpts.
+        # Messages are pydantic's own words, never the input.
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            {"loc": excerpt(list(e.get("loc", ()))), "msg": str(e.get("msg", ""))[:200],
+             "type": str(e.get("type", ""))}
             for e in exc.errors()[:10]
         ]
         return error_json(request.scope, {"detail": _validation_code(exc), "errors": errors}, 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, DomainError):
+            # FastAPI wraps any error raised while reading the body (the body limit's
+            # refusal of a chunked body) in a 400 "error parsing the body": answer the cause.
+            return refusal(request.scope, exc.__cause__)
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail.islower() else None
         return error_json(request.scope, {"detail": detail or _HTTP_CODES.get(exc.status_code, "http_error")},
                           exc.status_code)
