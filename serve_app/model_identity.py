@@ -8,18 +8,20 @@ service running another model, or another vector size, is refused.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from serve_app.config import Settings
-from serve_app.models.onnx_model import ModelFingerprint, fingerprint_of
-from serve_app.models.pack import locate_pack
+from serve_app.errors import DomainError
+from serve_app.models.onnx_model import ModelFingerprint
+from serve_app.repository import FaceRepository
+from serve_app.store.provenance import ProfileRefusal, check_model, recognizer_fingerprint
 
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    recognizer: str
+    """As each collection records it (serve_app.store.provenance, MODEL_KEY)."""
+
+    name: str
     sha256: str
     dim: int
 
@@ -28,22 +30,27 @@ class ModelIdentity:
 
     @classmethod
     def from_dict(cls, value: Any) -> ModelIdentity | None:
-        if not isinstance(value, dict) or not {"recognizer", "sha256", "dim"} <= value.keys():
+        if not isinstance(value, dict) or not {"name", "sha256", "dim"} <= value.keys():
             return None
-        return cls(str(value["recognizer"]), str(value["sha256"]), int(value["dim"]))
+        return cls(str(value["name"]), str(value["sha256"]), int(value["dim"]))
 
     def __str__(self) -> str:
-        return f"{self.recognizer} (sha256 {self.sha256[:12]}, {self.dim}-d)"
-
-
-@lru_cache(maxsize=8)
-def _fingerprint(path: Path) -> ModelFingerprint:
-    return fingerprint_of(path)
+        return f"{self.name} (sha256 {self.sha256[:12]}, {self.dim}-d)"
 
 
 def model_identity(settings: Settings) -> ModelIdentity:
     """The configured recognizer: its file name, content hash and vector size (the
     detector only finds and aligns faces; it does not decide the embedding space)."""
-    pack = locate_pack(settings.face_model_dir, settings.face_detector_file, settings.face_recognizer_file)
-    fingerprint = _fingerprint(pack.recognizer.resolve())
+    fingerprint = recognizer_fingerprint(settings)
     return ModelIdentity(fingerprint.name, fingerprint.sha256, settings.vector_dim)
+
+
+def ensure_collections(repository: FaceRepository, model: ModelIdentity) -> None:
+    """Create the missing collections and payload indexes (idempotent) and record `model`
+    on collections that record none; a collection another model wrote is refused (409)."""
+    repository.ensure_all()
+    try:
+        check_model(repository.store, [repository.faces, repository.identities],
+                    ModelFingerprint(model.name, model.sha256), model.dim)
+    except ProfileRefusal as refusal:
+        raise DomainError(refusal.code, 409, reason=refusal.message) from None

@@ -14,7 +14,8 @@ import pytest
 
 from serve_app.backup import create_backup
 from serve_app.config import Settings
-from serve_app.model_identity import model_identity
+from serve_app.model_identity import ensure_collections, model_identity
+from serve_app.dedup import hash_bands
 from serve_app.repository import FaceRepository, GalleryFace, point_id
 from tests.test_ops_direct import enroll, ops, ops_json, open_repository, unit
 
@@ -26,13 +27,15 @@ def count(repository: FaceRepository, collection: str) -> int:
 
 
 def ingest(repository: FaceRepository, tenant: str, name: str, seed: int) -> None:
-    repository.add_faces(tenant, [GalleryFace(point_id("face", tenant, name), unit(seed),
-                                              {"source": "ingest", "image_id": name})])
+    """One gallery image with one face, as the ingest flow stores it (a distinct hash)."""
+    p_hash = f"{(seed * 0x9E3779B97F4A7C15) % 2**64:016x}"
+    payload = {"source": "ingest", "image_id": name, "p_hash": p_hash, "p_hash_prefix": hash_bands(p_hash)}
+    repository.add_image(tenant, name, p_hash, [GalleryFace(point_id("face", tenant, name), unit(seed), payload)], 0)
 
 
 def test_backup_under_concurrent_writes_loses_nothing_and_restores_whole(tmp_path: Path) -> None:
     repository = open_repository(tmp_path / "live")
-    repository.ensure_all(MODEL.as_dict())
+    ensure_collections(repository, MODEL)
     acked: list[tuple[float, str, str, int]] = []  # (ack time, kind, id, photos)
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -116,7 +119,7 @@ def test_a_snapshot_pauses_writes_but_not_reads(tmp_path: Path) -> None:
 def backup_dir(tmp_path: Path) -> Path:
     data_dir = tmp_path / "live"
     repository = open_repository(data_dir)
-    repository.ensure_all(MODEL.as_dict())
+    ensure_collections(repository, MODEL)
     enroll(repository, "t", "alice", [1, 2, 3])
     ingest(repository, "t", "g1", 9)
     repository.store.close()

@@ -22,7 +22,7 @@ def render_backup(data: dict[str, Any]) -> None:
         table.add_row(name, str(entry["points"]), f"{entry['dim']}-d {entry['distance']}", entry["file"])
     console.print(table)
     model = manifest["model"]
-    console.print(f"engine {manifest['engine']}, model {model['recognizer']} sha256 {model['sha256'][:12]}, "
+    console.print(f"engine {manifest['engine']}, model {model['name']} sha256 {model['sha256'][:12]}, "
                   f"taken {manifest['created_at']}"
                   f" (writes paused {manifest.get('writes_paused_s', 0):.3f} s)")
 

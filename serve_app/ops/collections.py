@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from serve_app.model_identity import model_identity
+from serve_app.model_identity import ensure_collections, model_identity
 from serve_app.ops.context import console, reports_errors, state
 
 app = typer.Typer(help="The two collections: their vector size, points, payload indexes, model.", no_args_is_help=True)
@@ -24,7 +24,7 @@ def render(data: dict[str, Any]) -> None:
                           ", ".join(entry["missing_indexes"]), "-")
             continue
         model = entry.get("model") or {}
-        written_by = f"{model['recognizer']}@{str(model['sha256'])[:8]}" if model else "(not recorded)"
+        written_by = f"{model['name']}@{str(model['sha256'])[:8]}" if model else "(not recorded)"
         kinds: dict[str, list[str]] = {}
         for field_name, kind in entry["indexes"].items():
             kinds.setdefault(kind, []).append(field_name)
@@ -35,7 +35,7 @@ def render(data: dict[str, Any]) -> None:
     console.print(table)
     if data.get("model"):
         model = data["model"]
-        console.print(f"service model: {model['recognizer']} sha256 {str(model['sha256'])[:12]} ({model['dim']}-d)")
+        console.print(f"service model: {model['name']} sha256 {str(model['sha256'])[:12]} ({model['dim']}-d)")
 
 
 def _direct(ctx: typer.Context, ensure: bool) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def _direct(ctx: typer.Context, ensure: bool) -> dict[str, Any]:
     model = model_identity(settings)
     with ops.repository() as repository:
         if ensure:
-            repository.ensure_all(model.as_dict())
+            ensure_collections(repository, model)
         return {"engine": repository.store.engine, "model": model.as_dict(),
                 "collections": [dataclasses.asdict(state) for state in repository.describe_collections()]}
 

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from serve_app.backup import RestoreRefused
 from serve_app.config import Settings
+from serve_app.errors import DomainError
 from serve_app.repository import FaceRepository
 from serve_app.store import open_store
 from serve_app.store.edge import StoreLocked
@@ -114,6 +115,8 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except (OpsError, RestoreRefused, FileExistsError, FileNotFoundError) as error:
             fail(str(error))
+        except DomainError as error:  # a refusal of the store opened here (e.g. model_mismatch)
+            fail(" ".join([error.code, *(str(value) for value in error.extra.values())]))
 
     return run
 

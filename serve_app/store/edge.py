@@ -80,6 +80,9 @@ class StoreLocked(RuntimeError):
         super().__init__(f"{path} is open in another process (only one may open an embedded shard: "
                          "stop the running service, talk to it over HTTP, or use a Qdrant server)")
         self.path = path
+def _among(ids: Sequence[str], where: Filter) -> qe.Filter:
+    """The points among `ids` that match `where` (missing ids simply match nothing)."""
+    return qe.Filter(must=[qe.HasIdCondition(set(ids)), *(_condition(k, v) for k, v in where.items())])
 
 
 class EdgeStore(VectorStore):
@@ -112,10 +115,6 @@ class EdgeStore(VectorStore):
     def _stored_config(self, collection: str) -> dict[str, Any] | None:
         path = self.root / collection / "edge_config.json"
         return json.loads(path.read_text()) if path.is_file() else None
-
-    def _meta_path(self, collection: str) -> Path:
-        # Beside the shard, not inside it: the shard folder belongs to Edge.
-        return self.root / f"{collection}.meta.json"
 
     def _open(self, name: str, dim: int) -> None:
         path = self.root / name
@@ -154,21 +153,10 @@ class EdgeStore(VectorStore):
                    for name, index in sorted(info.payload_schema.items())}
         stored = self._stored_config(collection) or {}
         distance = str(stored.get("vectors", {}).get("", {}).get("distance", "Cosine"))
-        meta_path = self._meta_path(collection)
-        metadata = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        return CollectionInfo(collection, info.points_count, self._dims[collection], keywords,
-                              distance, indexes, metadata)
+        return CollectionInfo(collection, info.points_count, self._dims[collection], keywords, distance, indexes)
 
     def exists(self, collection: str) -> bool:
         return collection in self._shards or self._stored_config(collection) is not None
-
-    def set_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
-        with self._lock:
-            path = self._meta_path(collection)
-            merged = {**(json.loads(path.read_text()) if path.is_file() else {}), **metadata}
-            partial = path.with_suffix(".tmp")
-            partial.write_text(json.dumps(merged, indent=2, sort_keys=True))
-            partial.replace(path)
 
     def snapshot(self, collections: Sequence[str], dest: Path) -> dict[str, str]:
         """Flush and copy the shard folders while holding the write lock: writes wait
@@ -181,8 +169,8 @@ class EdgeStore(VectorStore):
                 self._shard(collection).flush()
             for collection in collections:
                 shutil.copytree(self.root / collection, dest / collection, copy_function=copy_sparse)
-                if self._meta_path(collection).is_file():
-                    shutil.copy2(self._meta_path(collection), dest / f"{collection}.meta.json")
+                if self._metadata_path(collection).is_file():
+                    shutil.copy2(self._metadata_path(collection), dest / self._metadata_path(collection).name)
                 names[collection] = collection
         return names
 
@@ -194,16 +182,17 @@ class EdgeStore(VectorStore):
                 raise FileExistsError(f"collection {collection} already exists in {self.root}; "
                                       "restore into a fresh data directory")
             shutil.copytree(source, self.root / collection, copy_function=copy_sparse)
-            meta = source.parent / f"{collection}.meta.json"
-            if meta.is_file():
-                shutil.copy2(meta, self._meta_path(collection))
+            metadata = source.parent / self._metadata_path(collection).name
+            if metadata.is_file():
+                shutil.copy2(metadata, self._metadata_path(collection))
 
-    def upsert(self, collection: str, records: Sequence[Record]) -> None:
+    def upsert(self, collection: str, records: Sequence[Record], only_new: bool = False) -> None:
         if not records:
             return
         points = [qe.Point(r.id, as_list(r.vector), dict(r.payload)) for r in records]  # type: ignore[arg-type]
+        mode = qe.UpdateMode.InsertOnly if only_new else None
         with self._lock:
-            self._shard(collection).update(qe.UpdateOperation.upsert_points(points))
+            self._shard(collection).update(qe.UpdateOperation.upsert_points(points, update_mode=mode))
 
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
         if not ids:
@@ -251,13 +240,23 @@ class EdgeStore(VectorStore):
         with self._lock:
             self._shard(collection).update(operation)
 
-    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any]) -> None:
-        if ids:
+    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any],
+                    where: Filter | None = None) -> None:
+        if not ids:
+            return
+        if where is None:
             self._write(collection, qe.UpdateOperation.set_payload(list(ids), dict(payload)))
+        else:
+            self._write(collection, qe.UpdateOperation.set_payload_by_filter(_among(ids, where), dict(payload)))
 
-    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str]) -> None:
-        if ids:
+    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str],
+                            where: Filter | None = None) -> None:
+        if not ids:
+            return
+        if where is None:
             self._write(collection, qe.UpdateOperation.delete_payload(list(ids), list(keys)))
+        else:
+            self._write(collection, qe.UpdateOperation.delete_payload_by_filter(_among(ids, where), list(keys)))
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
@@ -268,6 +267,24 @@ class EdgeStore(VectorStore):
         if flt is None:
             raise ValueError("refusing to delete a whole collection without a filter")
         self._write(collection, qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def _metadata_path(self, collection: str) -> Path:
+        # Beside the shard directory, which belongs to Edge.
+        return self.root / f"{collection}.metadata.json"
+
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        self._shard(collection)
+        path = self._metadata_path(collection)
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        with self._lock:
+            merged = {**self.collection_metadata(collection), **metadata}
+            path = self._metadata_path(collection)
+            # Written whole, then renamed: a crash leaves the old record or the new one.
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps(merged, sort_keys=True))
+            os.replace(partial, path)
 
     def close(self) -> None:
         with self._lock:

@@ -109,11 +109,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RayError)
     async def backend_down(request: Request, exc: RayError) -> JSONResponse:
-        cause = getattr(exc, "cause", None)
-        if isinstance(exc, RayTaskError) and isinstance(cause, DomainError):
-            # A deployment refused on purpose (e.g. the FaceStore: backup_exists): its own
-            # code and status. (Ray's wrapper class would shadow the cause's status.)
-            return refusal(request.scope, cause)
+        if isinstance(exc, RayTaskError) and isinstance(exc.cause, DomainError):
+            # A deployment refused with a code of its own (e.g. a store refusing a wrong profile).
+            return refusal(request.scope, exc.cause)
         if isinstance(exc, RayTaskError):
             # The backend ran and raised: a defect, not an outage.
             logger.error("backend error: %s", exc)
