@@ -141,6 +141,15 @@ class TestVectorStoreContract:
         with pytest.raises(Exception):  # noqa: B017
             store.count("never_created", {})
 
+    def test_collection_metadata_starts_empty_and_merges(self, coll):
+        assert coll.collection_metadata(COLLECTION) == {}
+        coll.update_collection_metadata(COLLECTION, {"model": {"name": "a.onnx", "sha256": "1" * 64}})
+        coll.update_collection_metadata(COLLECTION, {"note": "x"})
+        assert coll.collection_metadata(COLLECTION) == {"model": {"name": "a.onnx", "sha256": "1" * 64},
+                                                        "note": "x"}
+        # A record of the collection, not a point: no search, count or size sees it.
+        assert coll.describe(COLLECTION).points == 0
+
     # upsert / retrieve ----------------------------------------------------------------
     def test_upsert_then_retrieve_without_vectors(self, coll):
         coll.upsert(COLLECTION, [rec(1, tenant_id="a", label="one"), rec(2, tenant_id="b")])
@@ -389,6 +398,18 @@ class TestEdgeStore:
             assert record.payload == {"tenant_id": "a", "site": "s1"}
             np.testing.assert_allclose(unit(record.vector), unit(np.arange(1, DIM + 1)), atol=1e-5)
             assert second.retrieve(COLLECTION, [pid(2)]) == []  # the delete persisted too
+        finally:
+            second.close()
+
+    def test_collection_metadata_persists_across_close_and_reopen(self, tmp_path):
+        first = EdgeStore(tmp_path)
+        first.ensure_collection(SPEC)
+        first.update_collection_metadata(COLLECTION, {"model": {"sha256": "2" * 64}})
+        first.close()
+        second = EdgeStore(tmp_path)
+        try:
+            second.ensure_collection(SPEC)
+            assert second.collection_metadata(COLLECTION) == {"model": {"sha256": "2" * 64}}
         finally:
             second.close()
 

@@ -106,6 +106,14 @@ class VectorStore(abc.ABC):
     @abc.abstractmethod
     def delete_where(self, collection: str, where: Filter) -> None: ...
 
+    @abc.abstractmethod
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        """The collection's own record (not a point): e.g. which model wrote its vectors."""
+
+    @abc.abstractmethod
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        """Merge these top-level keys into the collection's record."""
+
     def close(self) -> None:  # noqa: B027 - optional for engines without resources
         """Release files and connections."""
 

@@ -7,6 +7,8 @@ the FaceStore deployment therefore runs a single replica in this mode.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -180,6 +182,24 @@ class EdgeStore(VectorStore):
         if flt is None:
             raise ValueError("refusing to delete a whole collection without a filter")
         self._write(collection, qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def _metadata_path(self, collection: str) -> Path:
+        # Beside the shard directory, which belongs to Edge.
+        return self.root / f"{collection}.metadata.json"
+
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        self._shard(collection)
+        path = self._metadata_path(collection)
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        with self._lock:
+            merged = {**self.collection_metadata(collection), **metadata}
+            path = self._metadata_path(collection)
+            # Written whole, then renamed: a crash leaves the old record or the new one.
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps(merged, sort_keys=True))
+            os.replace(partial, path)
 
     def close(self) -> None:
         with self._lock:

@@ -170,5 +170,11 @@ class QdrantServerStore(VectorStore):
         self.client.delete(collection, points_selector=models.FilterSelector(filter=flt), wait=True,
                            ordering=_ORDERED)
 
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        return dict(self.client.get_collection(collection).config.metadata or {})
+
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        self.client.update_collection(collection, metadata=dict(metadata))
+
     def close(self) -> None:
         self.client.close()
