@@ -160,6 +160,12 @@ class Gate(VectorStore):
     def delete_where(self, collection: str, where: Filter) -> None:
         self._call("delete_where", collection, where)
 
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        return self._call("collection_metadata", collection)  # type: ignore[no-any-return]
+
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        self._call("update_collection_metadata", collection, metadata)
+
 
 # --- fixtures ---------------------------------------------------------------------------
 
