@@ -196,6 +196,11 @@ def test_profile_and_leaks(serve_app: ServeProcess) -> None:
     assert profiled["ok"] == 12 and profiled["errors"] == {}
     latency = profiled["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["max"]
+    # The service's Server-Timing stages, each seen on every answer, inside the total.
+    stages = profiled["server_timing"]
+    assert {"detect", "embed", "store", "total"} <= set(stages), stages
+    assert all(values["seen"] == 12 for values in stages.values())
+    assert stages["embed"]["mean"] < stages["total"]["mean"] <= latency["mean"]
     code, leaks = face_ops(serve_app, "leaks", "-n", "15", "-r", "2", "--warmup", "5", "-c", "2")
     assert isinstance(leaks, dict), leaks
     names = {p["name"] for p in leaks["processes"]}
