@@ -13,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.embedding import EmbedRequest, EmbedResult
 from serve_app.repository import (
+    AddedImage,
     ErasedIdentity,
     ErasedTenant,
     GalleryFace,
@@ -67,8 +68,10 @@ class StoreClient:
 
     @store_stage
     async def save_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
-                            enrollment_faces: Sequence[GalleryFace], extra: dict[str, object]) -> None:
-        await self._handle.save_identity.remote(tenant_id, identity_id, template, enrollment_faces, extra)
+                            enrollment_faces: Sequence[GalleryFace], extra: dict[str, object]) -> str:
+        generation: str = await self._handle.save_identity.remote(tenant_id, identity_id, template,
+                                                                  enrollment_faces, extra)
+        return generation
 
     @store_stage
     async def delete_identity(self, tenant_id: str, identity_id: str) -> ErasedIdentity | None:
@@ -106,12 +109,14 @@ class StoreClient:
         return matches
 
     @store_stage
-    async def add_faces(self, tenant_id: str, faces: Sequence[GalleryFace]) -> None:
-        await self._handle.add_faces.remote(tenant_id, faces)
+    async def add_image(self, tenant_id: str, image_id: str, p_hash: str, faces: Sequence[GalleryFace],
+                        max_distance: int) -> AddedImage:
+        added: AddedImage = await self._handle.add_image.remote(tenant_id, image_id, p_hash, faces, max_distance)
+        return added
 
     @store_stage
     async def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
-                             min_cosine: float, limit: int) -> RetagResult:
+                             min_cosine: float, limit: int, generation: str | None = None) -> RetagResult:
         retagged: RetagResult = await self._handle.retag_identity.remote(tenant_id, identity_id, template,
-                                                                          min_cosine, limit)
+                                                                          min_cosine, limit, generation)
         return retagged

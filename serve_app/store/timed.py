@@ -56,8 +56,8 @@ class TimedStore(VectorStore):
         self.observer.points(collection, info.points)
         return info
 
-    def upsert(self, collection: str, records: Sequence[Record]) -> None:
-        self._write("upsert", collection, lambda: self.inner.upsert(collection, records))
+    def upsert(self, collection: str, records: Sequence[Record], only_new: bool = False) -> None:
+        self._write("upsert", collection, lambda: self.inner.upsert(collection, records, only_new))
 
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
         return self._call("retrieve", collection, lambda: self.inner.retrieve(collection, ids, with_vectors))
@@ -74,11 +74,21 @@ class TimedStore(VectorStore):
     def count(self, collection: str, where: Filter) -> int:
         return self._call("count", collection, lambda: self.inner.count(collection, where))
 
-    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any]) -> None:
-        self._call("set_payload", collection, lambda: self.inner.set_payload(collection, ids, payload))
+    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any],
+                    where: Filter | None = None) -> None:
+        self._call("set_payload", collection, lambda: self.inner.set_payload(collection, ids, payload, where))
 
-    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str]) -> None:
-        self._call("delete_payload_keys", collection, lambda: self.inner.delete_payload_keys(collection, ids, keys))
+    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str],
+                            where: Filter | None = None) -> None:
+        self._call("delete_payload_keys", collection,
+                   lambda: self.inner.delete_payload_keys(collection, ids, keys, where))
+
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        return self._call("collection_metadata", collection, lambda: self.inner.collection_metadata(collection))
+
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        self._call("update_collection_metadata", collection,
+                   lambda: self.inner.update_collection_metadata(collection, metadata))
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         self._write("delete", collection, lambda: self.inner.delete(collection, ids))
