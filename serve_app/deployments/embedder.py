@@ -11,6 +11,7 @@ from ray import serve
 
 from serve_app.config import get_settings
 from serve_app.embedding import EmbedRequest, EmbedResult, load_pipeline
+from serve_app.errors import InvalidImage
 
 logger = logging.getLogger("ray.serve")
 
@@ -45,7 +46,21 @@ class FaceEmbedder:
     async def embed(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
         # onnxruntime releases the GIL: run it off the event loop so requests keep
         # queueing (and the next batch keeps forming) while this one computes.
-        return await asyncio.to_thread(self.pipeline.run, requests)
+        try:
+            return await asyncio.to_thread(self.pipeline.run, requests)
+        except Exception:
+            # FacePipeline already turns one image's failure into that request's refusal;
+            # should anything escape it, the batch is re-run request by request, so that
+            # only the request that causes it fails, never the batch it arrived in.
+            logger.exception("embedding batch of %d failed; re-running its requests one by one", len(requests))
+            return [await self._embed_alone(request) for request in requests]
+
+    async def _embed_alone(self, request: EmbedRequest) -> EmbedResult:
+        try:
+            return (await asyncio.to_thread(self.pipeline.run, [request]))[0]
+        except Exception:
+            logger.exception("embedding request failed alone")
+            return EmbedResult(error=InvalidImage("invalid_image", 422))
 
     def health(self) -> dict[str, Any]:
         return {

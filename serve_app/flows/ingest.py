@@ -89,4 +89,5 @@ async def store_embedded_image(
         "faces": shown,
         "count": len(faces),
         "small_faces_dropped": embedded.small_faces_dropped,
+        "excess_faces_dropped": embedded.excess_faces_dropped,
     }

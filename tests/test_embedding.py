@@ -1,0 +1,231 @@
+"""FacePipeline with the real models: one image never fails another, faces per image are
+capped, and decoding at a reduced scale does not move results."""
+
+from __future__ import annotations
+
+import asyncio
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import serve_app.embedding as embedding_module
+from serve_app.deployments.embedder import FaceEmbedder
+from serve_app.embedding import EmbedRequest, EmbedResult, FacePipeline, FaceSelection
+from serve_app.samples import encode_jpeg, read_package_image
+from tests.hostile_images import corpus, crafted_exif_jpeg, scan_bomb_jpeg
+
+HOSTILE = {name: (data, status, code) for name, data, status, code in corpus()}
+
+
+def copy_of(pipeline: FacePipeline, **changes) -> FacePipeline:
+    clone = FacePipeline(pipeline.detector, pipeline.recognizer, pipeline.min_face_size,
+                         pipeline.limits.max_pixels, max_jpeg_scans=pipeline.limits.max_jpeg_scans,
+                         max_decode_seconds=pipeline.limits.max_decode_seconds,
+                         max_faces_per_image=pipeline.max_faces_per_image)
+    for name, value in changes.items():
+        setattr(clone, name, value)
+    return clone
+
+
+def assert_same_faces(alone: EmbedResult, batched: EmbedResult) -> None:
+    assert batched.error is None and len(batched.faces) == len(alone.faces) > 0
+    for a, b in zip(alone.faces, batched.faces, strict=True):
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-5)
+
+
+# --- one image never fails another ------------------------------------------------------
+
+def mixed_batch(samples: dict[str, bytes]) -> tuple[list[EmbedRequest], dict[int, str | None]]:
+    """Good probes interleaved with every hostile image; index -> expected error code."""
+    requests, expected = [], {}
+    face = Image.fromarray(read_package_image("yaoming.jpg")[:, :, ::-1])
+    hostile = [
+        (crafted_exif_jpeg(face.rotate(90, expand=True)), None),  # accepted: broken EXIF ignored
+        (scan_bomb_jpeg(face, 500), "image_too_complex"),
+        (HOSTILE["truncated_jpeg"][0], "truncated_image"),
+        (HOSTILE["bomb_png_header"][0], "image_too_many_pixels"),
+        (HOSTILE["gif"][0], "unsupported_image_format"),
+        (b"\xff\xd8\xff" + b"\x00" * 100, "not_an_image"),
+    ]
+    for data, code in hostile:
+        expected[len(requests)] = None
+        requests.append(EmbedRequest(samples["frontal"]))
+        expected[len(requests)] = code
+        requests.append(EmbedRequest(data))
+    expected[len(requests)] = None
+    requests.append(EmbedRequest(samples["group"], FaceSelection.ALL, with_phash=True))
+    return requests, expected
+
+
+def check_mixed(results: list[EmbedResult], requests: list[EmbedRequest], expected: dict[int, str | None],
+                alone: dict[bytes, EmbedResult]) -> None:
+    for index, (request, result) in enumerate(zip(requests, results, strict=True)):
+        code = expected[index]
+        if code is None:
+            assert_same_faces(alone[request.data], result)
+        else:
+            assert result.error is not None and result.error.code == code, (index, result.error)
+            assert 400 <= result.error.status_code < 500
+
+
+def test_hostile_images_fail_only_themselves_in_a_batch(pipeline, samples) -> None:
+    requests, expected = mixed_batch(samples)
+    alone = {r.data: pipeline.run([r])[0] for i, r in enumerate(requests) if expected[i] is None}
+    check_mixed(pipeline.run(requests), requests, expected, alone)
+
+
+class FlakyDetector:
+    """The real detector, except that a call fails whenever one image has a given shape."""
+
+    def __init__(self, real, poisoned_shape: tuple[int, int]) -> None:
+        self.real, self.poisoned_shape, self.calls = real, poisoned_shape, 0
+        self.input_size = real.input_size
+
+    def detect(self, images):
+        self.calls += 1
+        if any(image.shape[:2] == self.poisoned_shape for image in images):
+            raise RuntimeError("detector failed on one image")
+        return self.real.detect(images)
+
+
+class FlakyRecognizer:
+    """The real recognizer, except that a call fails whenever it gets a crop taken from an
+    image of a given shape."""
+
+    def __init__(self, real, poisoned_shape: tuple[int, int]) -> None:
+        self.real, self.poisoned_shape, self.calls = real, poisoned_shape, 0
+        self.crop_size, self.dim = real.crop_size, real.dim
+        self.poisoned: set[int] = set()
+
+    def align(self, image, landmarks):
+        crop = self.real.align(image, landmarks)
+        if image.shape[:2] == self.poisoned_shape:
+            self.poisoned.add(id(crop))
+        return crop
+
+    def embed(self, crops):
+        self.calls += 1
+        if any(id(crop) in self.poisoned for crop in crops):
+            raise RuntimeError("recognizer failed on one crop")
+        return self.real.embed(crops)
+
+
+def shape_of(data: bytes) -> tuple[int, int]:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+
+
+def test_a_model_failing_on_one_image_fails_only_that_request(pipeline, samples) -> None:
+    # As a buggy model might: the detector fails on one image, the recognizer on another's
+    # crop. Each failure must stay with its own request.
+    detector = FlakyDetector(pipeline.detector, shape_of(samples["different_person"]))
+    recognizer = FlakyRecognizer(pipeline.recognizer, shape_of(samples["left"]))
+    flaky = copy_of(pipeline, detector=detector, recognizer=recognizer)
+    requests = [EmbedRequest(samples["frontal"]), EmbedRequest(samples["different_person"]),
+                EmbedRequest(samples["probe_same_person"]), EmbedRequest(samples["left"]),
+                EmbedRequest(samples["group"], FaceSelection.ALL)]
+    results = flaky.run(requests)
+    for index in (0, 2, 4):
+        assert_same_faces(pipeline.run([requests[index]])[0], results[index])
+    for index in (1, 3):
+        assert results[index].error is not None and results[index].error.code == "invalid_image"
+        assert results[index].error.status_code == 422
+    assert detector.calls > 1 and recognizer.calls > 1  # the batched calls failed and were split
+
+
+def test_the_deployments_batch_method_isolates_requests(pipeline, samples, monkeypatch) -> None:
+    """FaceEmbedder.embed (the body @serve.batch runs): hostile members answer alone, and
+    should FacePipeline.run itself raise for a batch, its requests are re-run one by one."""
+    embedder = FaceEmbedder.func_or_class.__new__(FaceEmbedder.func_or_class)
+    embedder.pipeline = pipeline
+    batch_method = FaceEmbedder.func_or_class.embed.__wrapped__
+    requests, expected = mixed_batch(samples)
+    alone = {r.data: pipeline.run([r])[0] for i, r in enumerate(requests) if expected[i] is None}
+    check_mixed(asyncio.run(batch_method(embedder, requests)), requests, expected, alone)
+
+    poison = b"poison"
+    real_run = pipeline.run
+
+    def run_raising(batch):
+        if any(request.data == poison for request in batch):
+            raise RuntimeError("escaped the pipeline")
+        return real_run(batch)
+
+    monkeypatch.setattr(pipeline, "run", run_raising)
+    good = [EmbedRequest(samples["frontal"]), EmbedRequest(samples["probe_same_person"])]
+    results = asyncio.run(batch_method(embedder, [good[0], EmbedRequest(poison), good[1]]))
+    assert_same_faces(alone[samples["frontal"]], results[0])
+    assert_same_faces(real_run([good[1]])[0], results[2])
+    assert results[1].error is not None and results[1].error.code == "invalid_image"
+
+
+# --- faces per image ----------------------------------------------------------------------
+
+def test_faces_per_image_are_capped_keeping_the_largest(pipeline) -> None:
+    data = encode_jpeg(read_package_image("players.jpg"), 95)
+    everyone = pipeline.run([EmbedRequest(data, FaceSelection.ALL)])[0]
+    assert len(everyone.faces) > 8 and everyone.excess_faces_dropped == 0
+    capped = copy_of(pipeline, max_faces_per_image=5).run([EmbedRequest(data, FaceSelection.ALL)])[0]
+    assert len(capped.faces) == 5
+    assert capped.excess_faces_dropped == len(everyone.faces) - 5
+    area = lambda face: (face.box[2] - face.box[0]) * (face.box[3] - face.box[1])  # noqa: E731
+    largest = sorted(everyone.faces, key=area, reverse=True)[:5]
+    assert sorted(map(area, capped.faces)) == pytest.approx(sorted(map(area, largest)))
+    assert [f.box[0] for f in capped.faces] == sorted(f.box[0] for f in capped.faces)  # still left to right
+    # A probe takes its largest face whatever the cap.
+    probe = copy_of(pipeline, max_faces_per_image=1).run([EmbedRequest(data)])[0]
+    assert probe.excess_faces_dropped == 0 and area(probe.faces[0]) == pytest.approx(area(largest[0]))
+
+
+# --- decoding only what is needed ----------------------------------------------------------
+
+def upscaled_to_12mp(data: bytes) -> bytes:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    factor = (12e6 / (image.shape[0] * image.shape[1])) ** 0.5
+    return encode_jpeg(cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC), 92)
+
+
+@pytest.fixture(scope="module")
+def photos(samples) -> dict[str, bytes]:
+    photos = dict(samples)
+    for name in ("players.jpg", "gdp.jpg", "yaoming.jpg", "t1.jpg"):
+        photos[name] = encode_jpeg(read_package_image(name), 95)
+    for name in ("frontal", "probe_same_person", "group", "players.jpg", "gdp.jpg"):
+        photos[f"{name}@12MP"] = upscaled_to_12mp(photos[name])
+    return photos
+
+
+def test_scaled_decoding_does_not_move_results(pipeline, photos, monkeypatch) -> None:
+    """Against the full-resolution path: the same faces (boxes in original pixels), and a
+    verify's similarity against an enrolled template within 0.01, for probes (largest
+    face) and gallery images (every face)."""
+    full = copy_of(pipeline, scaled_decode=False)
+    enrolled = [full.run([EmbedRequest(photos[k])])[0].largest().embedding for k in ("frontal", "left", "right")]
+    template = np.mean(enrolled, axis=0)
+    template /= np.linalg.norm(template)
+    scales: list[int] = []
+    real_decode = embedding_module.decode_safely
+
+    def spy(source, scale=1):
+        decoded = real_decode(source, scale)
+        scales.append(decoded.scale)
+        return decoded
+
+    monkeypatch.setattr(embedding_module, "decode_safely", spy)
+    for name, data in photos.items():
+        for selection in (FaceSelection.LARGEST, FaceSelection.ALL):
+            if selection is FaceSelection.ALL and "12MP" not in name and name not in ("group", "players.jpg"):
+                continue
+            request = EmbedRequest(data, selection, with_phash=True)
+            reference, result = full.run([request])[0], pipeline.run([request])[0]
+            assert result.error is None and reference.error is None, name
+            assert (result.width, result.height) == (reference.width, reference.height)
+            assert len(result.faces) == len(reference.faces) > 0, name
+            for ref, face in zip(reference.faces, result.faces, strict=True):
+                side = max(ref.size, 1.0)
+                assert np.abs(np.subtract(ref.box, face.box)).max() < 0.05 * side, (name, ref.box, face.box)
+                moved = abs(float(template @ ref.embedding) - float(template @ face.embedding)) / 2
+                assert moved < 0.01, (name, selection, moved)
+            distance = bin(int(result.p_hash, 16) ^ int(reference.p_hash, 16)).count("1")
+            assert distance <= 4, (name, distance)  # well inside the de-duplication distance
+    assert 4 in scales and 2 in scales  # probes and gallery images of 12 MP were decoded scaled
