@@ -35,6 +35,8 @@ from serve_app.models.recognizer import FaceRecognizer
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+# Crops per recognizer call: beyond this a CPU gains nothing from a larger batch.
+EMBED_SLICE = 32
 
 
 class FaceSelection(str, Enum):
@@ -172,7 +174,11 @@ class FacePipeline:
 
     def _embed(self, jobs: list[_Job], results: list[EmbedResult]) -> list[np.ndarray | None]:
         def embed(batch: list[_Job]) -> list[np.ndarray]:
-            vectors = self.recognizer.embed([crop for job in batch for crop in job.crops])
+            crops = [crop for job in batch for crop in job.crops]
+            # In slices: onnxruntime's arena keeps the largest activations it was ever
+            # asked for, so one call of 800 crops would pin gigabytes for good.
+            vectors = np.concatenate([self.recognizer.embed(crops[start:start + EMBED_SLICE])
+                                      for start in range(0, len(crops), EMBED_SLICE)])
             bounds = np.cumsum([0] + [len(job.crops) for job in batch])
             return [vectors[bounds[i]:bounds[i + 1]] for i in range(len(batch))]
 
