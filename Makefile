@@ -26,14 +26,19 @@ $(STAMP): pyproject.toml
 install-gpu: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[gpu]'
 	$(BIN)/python -m pip uninstall --yes onnxruntime onnxruntime-gpu
-	$(BIN)/python -m pip install --quiet --no-deps 'onnxruntime-gpu>=1.20,<2'
+	$(BIN)/python -m pip install --quiet 'onnxruntime-gpu[cuda,cudnn]>=1.21,<2'
 	$(BIN)/python -c "import onnxruntime as o; print('onnxruntime providers:', o.get_available_providers())"
 
+# A single-machine Ray binds its metrics agent to loopback only when it does not run as a
+# cluster node (Ray's switch for that is named after Windows and macOS, where it is the
+# default): no unauthenticated metrics port on the network. To scrape it from another host,
+# see README "Monitoring".
 run: $(STAMP)
-	$(BIN)/serve run serve_config.yaml
+	RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/serve run serve_config.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check serve_app loadtests scripts tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # frontal/left/right/probe/different-person JPEGs for the README's curl examples.

@@ -38,8 +38,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from serve_app.launcher import DEFAULT_CONFIG, REPO_ROOT, ServeProcess, free_port, get_json
-from serve_app.samples import data_uri, sample_set
+from loadtests.launcher import DEFAULT_CONFIG, REPO_ROOT, ServeProcess, free_port, get_json
+from serve_app.samples import ENROLLMENT_PHOTOS, data_uri, sample_set
 
 DEFAULT_OUT = REPO_ROOT / "results" / "bench"
 TENANT = "bench"
@@ -52,11 +52,11 @@ PROBES = ("probe_same_person", "different_person")
 
 def measure_models(seconds: float) -> dict[str, Any]:
     """Sequential detect + embed per image (decode included), then batches of 8."""
-    from serve_app.config import get_settings
+    from serve_app.config import Settings
     from serve_app.embedding import EmbedRequest, load_pipeline
 
     images = [sample_set()[name] for name in PROBES]
-    pipeline = load_pipeline(get_settings())
+    pipeline = load_pipeline(Settings())
     for data in images * 2:  # first runs allocate (and autotune on CUDA)
         pipeline.run([EmbedRequest(data)])
 
@@ -166,7 +166,7 @@ def seed_and_bodies(url: str) -> list[dict[str, Any]]:
     with httpx.Client(base_url=url, timeout=120) as http:
         response = http.post("/api/v1/enroll_identity", json={
             "tenant_id": TENANT, "identity_id": IDENTITY,
-            "images_b64": [data_uri(samples[name]) for name in ("frontal", "left", "right")],
+            "images_b64": [data_uri(samples[name]) for name in ENROLLMENT_PHOTOS],
         })
         response.raise_for_status()
         bodies = [{"tenant_id": TENANT, "identity_id": IDENTITY, "image_b64": data_uri(samples[name])}

@@ -55,7 +55,7 @@ from loadtests.targets import (
     judge,
     summary,
 )
-from serve_app.samples import data_uri, sample_set, synthetic_gallery
+from serve_app.samples import ENROLLMENT_PHOTOS, data_uri, sample_set, synthetic_gallery
 
 logger = logging.getLogger("loadtest")
 
@@ -155,7 +155,7 @@ def seed(environment: Environment, **_: Any) -> None:
     FIXTURES.identities = [f"seed-person-{index}" for index in range(max(1, options.seed_identities))]
     FIXTURES.crawl = [data_uri(data) for _, data in synthetic_gallery(options.crawl_pool, seed=1)]
     BUDGET.limit, BUDGET.started, BUDGET.finished = options.iterations, 0, 0
-    enrollment = [FIXTURES.images[name] for name in ("frontal", "left", "right")]
+    enrollment = [FIXTURES.images[name] for name in ENROLLMENT_PHOTOS]
     try:
         with requests.Session() as session:
             session.headers.update(FIXTURES.headers)
@@ -270,7 +270,7 @@ class EnrollmentUser(FaceUser):
 
     @task
     def enroll(self) -> None:
-        images = [FIXTURES.images[name] for name in ("frontal", "left", "right")]
+        images = [FIXTURES.images[name] for name in ENROLLMENT_PHOTOS]
         self.post(ENROLL, {"tenant_id": FIXTURES.tenant, "identity_id": f"enroll-{uuid.uuid4().hex[:16]}",
                            "images_b64": images}, status_is(200, ok=True))
 

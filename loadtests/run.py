@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve_app.launcher import DEFAULT_CONFIG, REPO_ROOT, ServeProcess
+from loadtests.launcher import DEFAULT_CONFIG, REPO_ROOT, ServeProcess
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEFAULT_OUT = REPO_ROOT / "results" / "loadtest"

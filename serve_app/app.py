@@ -4,4 +4,6 @@ from serve_app.deployments.embedder import FaceEmbedder
 from serve_app.deployments.gateway import Gateway
 from serve_app.deployments.store import FaceStore
 
-app = Gateway.bind(FaceEmbedder.bind(), FaceStore.bind())
+# mypy does not apply class decorators (python/mypy#3135): it sees the plain classes,
+# not the Deployments `@serve.deployment` makes of them.
+app = Gateway.bind(FaceEmbedder.bind(), FaceStore.bind())  # type: ignore[attr-defined]

@@ -1,7 +1,9 @@
 """API keys: who is calling, for which tenant, and whether they may run operator actions.
 
-Keys are never stored in clear: the key file holds SHA-256 digests. It is re-read when it
-changes on disk, so keys are added, rotated and revoked without a restart.
+Keys are never stored in clear: the key file holds SHA-256 digests. Its content is checked
+at most once a second (by content, not modification time), so keys are added, rotated and
+revoked without a restart. A file that cannot be read or has the wrong shape keeps the
+last good keys in force, is logged once, and shows in health (`auth.keys_file`).
 
 Key file (JSON, `API_KEYS_FILE`):
 
@@ -27,11 +29,15 @@ import os
 import secrets
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.errors import DomainError, Forbidden
-from serve_app.schemas import ID_PATTERN
+from serve_app.schemas import ID_PATTERN, TenantId
 
 logger = logging.getLogger("ray.serve")
 
@@ -100,26 +106,45 @@ def _parse_env(value: str) -> list[_Entry]:
     return entries
 
 
-def _parse_file(path: Path) -> list[_Entry]:
-    document = json.loads(path.read_text())
+class _FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    tenant_id: TenantId | None = None
+    role: Literal["admin"] | None = None
+    name: str | None = Field(None, max_length=128)
+
+
+class _KeyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[_FileEntry]
+
+
+def _parse_file(content: bytes) -> list[_Entry]:
+    """The entries of a key file; ValueError (pydantic's ValidationError is one) on any flaw."""
+    document = _KeyFile.model_validate_json(content)
     entries = []
-    for index, item in enumerate(document.get("keys", [])):
-        sha = str(item["sha256"]).lower()
-        admin = item.get("role") == ADMIN
-        tenant = item.get("tenant_id")
-        if len(sha) != 64 or (not admin and not tenant):
-            raise ValueError(f"{path}: entry {index} needs a 64-hex sha256 and a tenant_id (or role admin)")
-        entries.append(_Entry(sha, None if admin else str(tenant), admin, str(item.get("name", f"key{index}"))))
+    for index, item in enumerate(document.keys):
+        admin = item.role == ADMIN
+        if not admin and not item.tenant_id:
+            raise ValueError(f"entry {index} needs a tenant_id or role admin")
+        entries.append(_Entry(item.sha256.lower(), None if admin else item.tenant_id, admin,
+                              item.name or f"key{index}"))
     return entries
 
 
 class KeyRing:
-    def __init__(self, enabled: bool, keys_file: Path | None, env_keys: str | None) -> None:
+    def __init__(self, enabled: bool, keys_file: Path | None, env_keys: str | None,
+                 check_interval_s: float = 1.0) -> None:
         self.enabled = enabled
         self.keys_file = keys_file
+        self.check_interval_s = check_interval_s
         self._env_entries = _parse_env(env_keys or "")
         self._file_entries: list[_Entry] = []
-        self._file_mtime: float | None = None
+        self._file_digest: str | None = None
+        self._checked_at = float("-inf")
+        self._problem: str | None = None
         self._lock = threading.Lock()
         self._reload()
         if not enabled:
@@ -132,24 +157,49 @@ class KeyRing:
         return self._env_entries + self._file_entries
 
     def _reload(self) -> None:
+        """Re-read the key file if its content changed (at most once per check interval)."""
         if self.keys_file is None:
             return
+        now = time.monotonic()
+        if now - self._checked_at < self.check_interval_s:
+            return
+        self._checked_at = now
         try:
-            mtime = self.keys_file.stat().st_mtime
+            content = self.keys_file.read_bytes()
         except FileNotFoundError:
             if self._file_entries:
                 logger.warning("API key file %s disappeared; its keys are revoked", self.keys_file)
-            self._file_entries, self._file_mtime = [], None
+            self._file_entries, self._file_digest = [], None
+            self._note_problem("missing")
             return
-        if mtime == self._file_mtime:
+        except OSError as error:
+            self._note_problem(f"unreadable: {type(error).__name__}")
+            return
+        content_digest = hashlib.sha256(content).hexdigest()
+        if content_digest == self._file_digest:
             return
         try:
-            self._file_entries = _parse_file(self.keys_file)
-            self._file_mtime = mtime
-            logger.info("loaded %d API keys from %s", len(self._file_entries), self.keys_file)
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            entries = _parse_file(content)
+        except ValueError as error:
             # Keep the last good keys rather than locking everyone out on a bad edit.
-            logger.error("ignoring unreadable API key file %s: %s", self.keys_file, error)
+            self._note_problem(f"invalid: {type(error).__name__}")
+            logger.debug("key file error detail: %s", error)
+            return
+        self._file_entries, self._file_digest = entries, content_digest
+        self._problem = None
+        logger.info("loaded %d API keys from %s", len(entries), self.keys_file)
+
+    def _note_problem(self, problem: str) -> None:
+        if problem != self._problem:  # once per new problem, not on every request
+            logger.error("API key file %s is %s; the last good keys stay in force", self.keys_file, problem)
+        self._problem = problem
+
+    def status(self) -> dict[str, Any]:
+        """What health shows of authentication (never the keys)."""
+        with self._lock:
+            self._reload()
+            return {"enabled": self.enabled, "keys": len(self._entries()),
+                    "keys_file": "not configured" if self.keys_file is None else (self._problem or "ok")}
 
     def authenticate(self, key: str | None) -> Principal:
         if not self.enabled:

@@ -7,11 +7,12 @@ through `runtime_env.env_vars`.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serve_app.dedup import MAX_SUPPORTED_DISTANCE
 
 SERVICE_NAME = "face-pipeline-search-api"
 
@@ -30,7 +31,9 @@ class Settings(BaseSettings):
     qdrant_api_key: str | None = None
     qdrant_path: Path = Field(Path("data/qdrant"), description="Embedded store directory")
     qdrant_timeout_s: float = 10.0
-    qdrant_collection: str = "faces_v1"
+    # The gallery collection; the plan names its variable QDRANT_COLLECTION.
+    faces_collection: str = Field("faces_v1", validation_alias=AliasChoices("qdrant_collection",
+                                                                            "faces_collection"))
     identity_collection: str = "identities_v1"
     vector_dim: int = 512
 
@@ -49,7 +52,7 @@ class Settings(BaseSettings):
     # --- gallery ingestion ----------------------------------------------------------
     # Images whose 64-bit perceptual hashes differ in at most this many bits are copies.
     # At most 7: the banded candidate lookup (serve_app.dedup) is exact up to there.
-    dedup_max_distance: int = Field(6, ge=0, le=7)
+    dedup_max_distance: int = Field(6, ge=0, le=MAX_SUPPORTED_DISTANCE)
     # How many gallery faces one (re-)enrollment may tag at most.
     retag_max_faces: int = Field(10_000, ge=1)
     max_metadata_fields: int = Field(32, ge=0)
@@ -63,6 +66,21 @@ class Settings(BaseSettings):
     det_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     min_face_size: int = Field(20, ge=1, description="Smallest face side in pixels")
     ort_intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime default")
+
+    # --- face quality gate (serve_app.quality; README "Quality gate" says how the defaults
+    # were measured) ------------------------------------------------------------------
+    # Enrollment refuses a photo whose face is outside any limit; verify and search report
+    # the same measures and refuse only when quality_gate_probes is set.
+    quality_gate_enrollment: bool = True
+    quality_gate_probes: bool = False
+    quality_min_face_size: float = Field(32.0, ge=0.0, description="Shorter side of the face box, pixels")
+    quality_min_det_score: float = Field(0.6, ge=0.0, le=1.0)
+    quality_min_sharpness: float = Field(30.0, ge=0.0, description="Variance of the Laplacian of the face crop")
+    quality_min_brightness: float = Field(50.0, ge=0.0, le=255.0)
+    quality_max_brightness: float = Field(210.0, ge=0.0, le=255.0)
+    quality_max_clipped: float = Field(0.10, ge=0.0, le=1.0, description="Fraction of face pixels at black or white")
+    quality_max_yaw: float = Field(30.0, ge=0.0, le=90.0, description="Degrees")
+    quality_max_pitch: float = Field(40.0, ge=0.0, le=90.0, description="Degrees")
 
     # --- auth -----------------------------------------------------------------------
     # Off for local development (a loud warning at start); configs/production.yaml turns it on.
@@ -81,18 +99,29 @@ class Settings(BaseSettings):
     # Gallery faces stored per image at most (the largest kept; the answer counts the rest).
     max_faces_per_image: int = Field(DEFAULT_MAX_FACES_PER_IMAGE, ge=1)
     max_enroll_images: int = Field(10, ge=1)
+    # Requests per second per API key (token bucket per Gateway replica; 0 = no limit) and
+    # the burst a key may send at once. Applies when AUTH_ENABLED: keys name the callers.
+    rate_limit_per_s: float = Field(0.0, ge=0.0)
+    rate_limit_burst: int = Field(20, ge=1)
 
     @model_validator(mode="after")
     def _floor_below_default(self) -> "Settings":
         if self.verify_threshold_floor > self.verify_hi_threshold:
             raise ValueError("VERIFY_THRESHOLD_FLOOR must not exceed VERIFY_HI_THRESHOLD")
+        if self.quality_min_brightness > self.quality_max_brightness:
+            raise ValueError("QUALITY_MIN_BRIGHTNESS must not exceed QUALITY_MAX_BRIGHTNESS")
         return self
+
+    @classmethod
+    def env_names(cls) -> set[str]:
+        """Every environment variable the service reads (the first alias of a renamed field)."""
+        names = set()
+        for name, field in cls.model_fields.items():
+            alias = field.validation_alias
+            names.add((alias.choices[0] if isinstance(alias, AliasChoices) else name).upper())  # type: ignore[union-attr]
+        return names
 
     @property
     def embedded_store(self) -> bool:
         return not self.qdrant_url
 
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

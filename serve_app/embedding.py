@@ -31,6 +31,7 @@ from serve_app.images import (
 )
 from serve_app.models.detector import Detections, FaceDetector
 from serve_app.models.recognizer import FaceRecognizer
+from serve_app.quality import QualityMeasures, measure
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,10 @@ class Face:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
     det_score: float
     embedding: np.ndarray  # (dim,) float32, unit length
-
-    @property
-    def size(self) -> float:
-        """The shorter side of the box, the figure the minimum face size applies to."""
-        return min(self.box[2] - self.box[0], self.box[3] - self.box[1])
+    quality: QualityMeasures
 
     def describe(self) -> dict[str, Any]:
+        """Box and detector score as stored with the face and shown to clients."""
         x1, y1, x2, y2 = (round(float(v), 1) for v in self.box)
         return {"box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}, "det_score": round(self.det_score, 4)}
 
@@ -98,7 +96,7 @@ class _Job:
     source: SourceImage
     decoded: Decoded
     crops: list[np.ndarray] = field(default_factory=list)
-    faces: list[tuple[tuple[float, float, float, float], float]] = field(default_factory=list)
+    faces: list[tuple[tuple[float, float, float, float], float, QualityMeasures]] = field(default_factory=list)
 
 
 class FacePipeline:
@@ -134,6 +132,11 @@ class FacePipeline:
     def dim(self) -> int:
         return self.recognizer.dim
 
+    def describe(self) -> dict[str, Any]:
+        """What health shows of the models: the providers that actually run them."""
+        return {"provider": self.recognizer.provider, "detector_provider": self.detector.provider,
+                "vector_dim": self.dim}
+
     def run(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
         results = [EmbedResult() for _ in requests]
         jobs: list[_Job] = []
@@ -152,8 +155,8 @@ class FacePipeline:
         for job, vectors in zip(embedded, self._embed(embedded, results), strict=True):
             if vectors is None:
                 continue
-            for (box, score), vector in zip(job.faces, vectors, strict=True):
-                results[job.index].faces.append(Face(box=box, det_score=score, embedding=vector))
+            for (box, score, quality), vector in zip(job.faces, vectors, strict=True):
+                results[job.index].faces.append(Face(box=box, det_score=score, embedding=vector, quality=quality))
         return results
 
     def _open(self, index: int, request: EmbedRequest) -> _Job:
@@ -204,8 +207,11 @@ class FacePipeline:
         if scale != decoded.scale:
             decoded = decode_safely(job.source, scale)
         for i in chosen:
-            job.crops.append(self.recognizer.align(decoded.pixels, landmarks[i] / decoded.scale))
-            job.faces.append((tuple(float(v) for v in boxes[i]), float(found.scores[i])))  # type: ignore[arg-type]
+            crop = self.recognizer.align(decoded.pixels, landmarks[i] / decoded.scale)
+            x1, y1, x2, y2 = (float(v) for v in boxes[i])
+            score = float(found.scores[i])
+            job.crops.append(crop)
+            job.faces.append(((x1, y1, x2, y2), score, measure(crop, landmarks[i], (x1, y1, x2, y2), score)))
 
     def _select(self, boxes: np.ndarray, selection: FaceSelection, result: EmbedResult) -> list[int]:
         if len(boxes) == 0:

@@ -80,6 +80,36 @@ class IdentityMatch:
     cosine: float
 
 
+@dataclass(frozen=True)
+class ErasedIdentity:
+    enrollment_faces_deleted: int
+    gallery_faces_untagged: int
+
+
+@dataclass(frozen=True)
+class ErasedTenant:
+    identities_deleted: int
+    faces_deleted: int
+
+
+@dataclass(frozen=True)
+class RetagResult:
+    tagged: int
+    untagged: int
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    points: int
+    keyword_indexes: list[str]
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    engine: str
+    collections: dict[str, CollectionStats]
+
+
 class FaceRepository:
     def __init__(self, store: VectorStore, faces_collection: str, identities_collection: str, dim: int) -> None:
         self.store = store
@@ -94,7 +124,7 @@ class FaceRepository:
     @classmethod
     def for_settings(cls, store: VectorStore, settings: Settings) -> FaceRepository:
         """The configured collections (QDRANT_COLLECTION, IDENTITY_COLLECTION, VECTOR_DIM) on `store`."""
-        return cls(store, settings.qdrant_collection, settings.identity_collection, settings.vector_dim)
+        return cls(store, settings.faces_collection, settings.identity_collection, settings.vector_dim)
 
     def _identity_lock(self, tenant_id: str, identity_id: str) -> threading.Lock:
         return self._identity_locks[zlib.crc32(f"{tenant_id}/{identity_id}".encode()) % 64]
@@ -104,12 +134,12 @@ class FaceRepository:
         self.store.ensure_collection(CollectionSpec(self.faces, self.dim, FACE_INDEXES))
         self.store.ensure_collection(CollectionSpec(self.identities, self.dim, IDENTITY_INDEXES))
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StoreStats:
         collections = {}
         for name in (self.faces, self.identities):
             info = self.store.describe(name)
-            collections[name] = {"points": info.points, "keyword_indexes": list(info.keyword_indexes)}
-        return {"engine": self.store.engine, "collections": collections}
+            collections[name] = CollectionStats(info.points, list(info.keyword_indexes))
+        return StoreStats(self.store.engine, collections)
 
     # --- identities -----------------------------------------------------------------
     def get_identity(self, tenant_id: str, identity_id: str) -> Identity | None:
@@ -128,7 +158,7 @@ class FaceRepository:
         identity_id: str,
         template: np.ndarray,
         enrollment_faces: Sequence[GalleryFace],
-        extra: dict[str, Any],
+        extra: dict[str, object],
     ) -> None:
         """Store (or replace) a template and the faces of the photos it came from."""
         now = time.time()
@@ -149,7 +179,7 @@ class FaceRepository:
         ])
         self.store.upsert(self.identities, [Record(identity_point_id(tenant_id, identity_id), payload, template)])
 
-    def delete_identity(self, tenant_id: str, identity_id: str) -> dict[str, int] | None:
+    def delete_identity(self, tenant_id: str, identity_id: str) -> ErasedIdentity | None:
         """Erase a person: template, enrollment photos, and their tag on gallery faces.
 
         Returns None when the tenant has no such identity."""
@@ -163,19 +193,16 @@ class FaceRepository:
                 self.faces, {"tenant_id": tenant_id, "identity_id": identity_id})]
             self.store.delete_payload_keys(self.faces, tagged, ["identity_id", "identity_score"])
             self.store.delete(self.identities, [identity_point_id(tenant_id, identity_id)])
-        return {"enrollment_faces_deleted": removed, "gallery_faces_untagged": len(tagged)}
+        return ErasedIdentity(enrollment_faces_deleted=removed, gallery_faces_untagged=len(tagged))
 
-    def delete_tenant(self, tenant_id: str) -> dict[str, int]:
+    def delete_tenant(self, tenant_id: str) -> ErasedTenant:
         """Erase every point of a tenant in both collections."""
         where = {"tenant_id": tenant_id}
-        counts = {"identities_deleted": self.store.count(self.identities, where),
-                  "faces_deleted": self.store.count(self.faces, where)}
+        erased = ErasedTenant(identities_deleted=self.store.count(self.identities, where),
+                              faces_deleted=self.store.count(self.faces, where))
         self.store.delete_where(self.faces, where)
         self.store.delete_where(self.identities, where)
-        return counts
-
-    def count_identities(self, tenant_id: str) -> int:
-        return self.store.count(self.identities, {"tenant_id": tenant_id})
+        return erased
 
     # --- gallery ----------------------------------------------------------------------
     def search_faces(
@@ -202,9 +229,6 @@ class FaceRepository:
         if identity is None:
             return None, []
         return identity, self.search_faces(tenant_id, probe, limit, identity_id=identity_id, hnsw_ef=hnsw_ef)
-
-    def count_faces(self, tenant_id: str) -> int:
-        return self.store.count(self.faces, {"tenant_id": tenant_id})
 
     # --- ingestion -------------------------------------------------------------------
     def find_duplicate(self, tenant_id: str, p_hash: str, max_distance: int) -> StoredImage | None:
@@ -251,7 +275,7 @@ class FaceRepository:
         ])
 
     def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray, min_cosine: float,
-                       limit: int) -> dict[str, int]:
+                       limit: int) -> RetagResult:
         """Make the gallery's ingested faces agree with a new template of `identity_id`.
 
         Tags the faces that now match it (unless they match another identity better)
@@ -275,4 +299,4 @@ class FaceRepository:
         stale = [record.id for record in self.store.scroll(self.faces, {**where, "identity_id": identity_id})
                  if record.id not in matched]
         self.store.delete_payload_keys(self.faces, stale, ["identity_id", "identity_score"])
-        return {"tagged": tagged, "untagged": len(stale)}
+        return RetagResult(tagged=tagged, untagged=len(stale))

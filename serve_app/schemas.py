@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -40,7 +41,9 @@ class SearchRequest(_Body):
 
 
 SiteId = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, max_length=128)]
-MetadataValue = Annotated[str, StringConstraints(max_length=1024)] | int | float | bool | None
+# Finite numbers only: JSON parsers accept NaN and Infinity, the store does not.
+MetadataValue = Annotated[str, StringConstraints(max_length=1024)] | int | Annotated[
+    float, Field(allow_inf_nan=False)] | bool | None
 
 
 class IngestRequest(_Body):
@@ -64,9 +67,22 @@ class Box(BaseModel):
     y2: float
 
 
+class QualityInfo(BaseModel):
+    """The face's quality measures (serve_app.quality; limits: the QUALITY_* settings)."""
+
+    face_size: float = Field(description="Shorter side of the face box, pixels")
+    det_score: float
+    sharpness: float = Field(description="Variance of the Laplacian of the aligned face")
+    brightness: float = Field(description="Mean luminance of the aligned face, 0-255")
+    clipped: float = Field(description="Fraction of the face's pixels at black or white")
+    yaw: float = Field(description="Degrees, + = turned towards the image's right")
+    pitch: float = Field(description="Degrees, + = tilted down")
+
+
 class FaceInfo(BaseModel):
     box: Box
     det_score: float
+    quality: QualityInfo | None = None
 
 
 class FaceHit(BaseModel):
@@ -125,8 +141,15 @@ class DuplicateOf(BaseModel):
     distance: int = Field(description="Hamming distance between the 64-bit perceptual hashes")
 
 
+class IngestStatus(str, Enum):
+    INGESTED = "ingested"
+    NO_FACES = "no_faces"
+    DUPLICATE = "duplicate"  # a near copy of another stored image
+    ALREADY_INGESTED = "already_ingested"  # the very same bytes again (a retry)
+
+
 class IngestResponse(BaseModel):
-    status: str = Field(description="ingested | no_faces | duplicate | already_ingested")
+    status: IngestStatus
     tenant_id: str
     image_id: str = Field(description="SHA-256 of the image bytes")
     p_hash: str

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from serve_app.api_errors import install_error_handlers
-from serve_app.body_limit import BodySizeLimit
+from serve_app.web.errors import install_error_handlers
+from serve_app.web.body_limit import BodySizeLimit
 
 
 def make_client(limit: int) -> TestClient:

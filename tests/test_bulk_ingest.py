@@ -10,10 +10,11 @@ import ray
 
 from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, FaceSelection
-from serve_app.ingest import list_images, main, run_ingest
+from serve_app.bulk_ingest import list_images, main, run_ingest
 from serve_app.repository import FaceRepository
 from serve_app.samples import synthetic_gallery
 from serve_app.store.edge import EdgeStore
+from tests.helpers import faces_of
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_bulk_ingest_reports_bad_files_and_resumes(ray_local, folder: Path, tmp_
     store = EdgeStore(settings.qdrant_path)
     repository = FaceRepository.for_settings(store, settings)
     repository.ensure_all()
-    assert repository.count_faces("bulk-tenant") == expected_faces
+    assert faces_of(repository, "bulk-tenant") == expected_faces
     store.close()
 
     again = run_ingest(str(folder), "bulk-tenant", "crawl", settings, batch_size=4, progress=False)
@@ -69,14 +70,8 @@ def test_bulk_ingest_reports_bad_files_and_resumes(ray_local, folder: Path, tmp_
 
 def test_cli_writes_a_json_summary(ray_local, folder: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "cli-store"))
-    from serve_app.config import get_settings
-
-    get_settings.cache_clear()
     report = tmp_path / "summary.json"
-    try:
-        code = main([str(folder), "--tenant", "t", "--site", "s", "--no-progress", "--json", str(report)])
-    finally:
-        get_settings.cache_clear()
+    code = main([str(folder), "--tenant", "t", "--site", "s", "--no-progress", "--json", str(report)])
     assert code == 0
     written = json.loads(report.read_text())
     assert written["images"] == 8 and written["failure_reasons"] == {"not_an_image": 1, "truncated_image": 1}

@@ -15,7 +15,7 @@ ENV_EXAMPLE = Path(__file__).resolve().parent.parent / "env.example"
 
 def test_plan_defaults() -> None:
     settings = Settings(_env_file=None)
-    assert settings.qdrant_collection == "faces_v1"
+    assert settings.faces_collection == "faces_v1"
     assert settings.identity_collection == "identities_v1"
     assert settings.vector_dim == 512
     assert settings.verify_hi_threshold == 0.78
@@ -27,14 +27,17 @@ def test_plan_defaults() -> None:
 
 def test_env_example_lists_every_setting() -> None:
     keys = set(re.findall(r"^([A-Z_]+)=", ENV_EXAMPLE.read_text(), re.M))
-    assert keys == {name.upper() for name in Settings.model_fields}
+    assert keys == Settings.env_names()
+    assert "QDRANT_COLLECTION" in keys  # the plan's name for the faces collection
 
 
 def test_environment_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QDRANT_URL", "http://qdrant:6333")
     monkeypatch.setenv("VERIFY_HI_THRESHOLD", "0.8")
     monkeypatch.setenv("ENABLE_VERIFICATION_FLOW", "false")
+    monkeypatch.setenv("QDRANT_COLLECTION", "faces_v2")
     settings = Settings(_env_file=None)
+    assert settings.faces_collection == "faces_v2"
     assert settings.qdrant_url == "http://qdrant:6333" and not settings.embedded_store
     assert settings.verify_hi_threshold == 0.8
     assert settings.enable_verification_flow is False

@@ -255,7 +255,7 @@ def test_scaled_decoding_does_not_move_results(pipeline, photos, monkeypatch) ->
             assert (result.width, result.height) == (reference.width, reference.height)
             assert len(result.faces) == len(reference.faces) > 0, name
             for ref, face in zip(reference.faces, result.faces, strict=True):
-                side = max(ref.size, 1.0)
+                side = max(ref.quality.face_size, 1.0)
                 assert np.abs(np.subtract(ref.box, face.box)).max() < 0.05 * side, (name, ref.box, face.box)
                 moved = abs(float(template @ ref.embedding) - float(template @ face.embedding)) / 2
                 assert moved < 0.01, (name, selection, moved)

@@ -7,9 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from serve_app.repository import FaceRepository, GalleryFace, point_id
+from serve_app.repository import ErasedIdentity, ErasedTenant, FaceRepository, GalleryFace, point_id
 from serve_app.store.base import Record
 from serve_app.store.edge import EdgeStore
+from tests.helpers import faces_of, identities_of
 
 DIM = 8
 
@@ -48,7 +49,7 @@ def test_delete_identity_erases_template_enrollment_faces_and_tags(repository) -
     ingest_face(repository, "t1", "g2", unit(4), "bob")
 
     erased = repository.delete_identity("t1", "alice")
-    assert erased == {"enrollment_faces_deleted": 3, "gallery_faces_untagged": 1}
+    assert erased == ErasedIdentity(enrollment_faces_deleted=3, gallery_faces_untagged=1)
     assert repository.get_identity("t1", "alice") is None
     assert repository.search_faces("t1", unit(1), 10, identity_id="alice") == []
     # The gallery face stays (it is a crawled photo), without the erased identity's tag.
@@ -65,16 +66,16 @@ def test_delete_identity_is_per_tenant(repository) -> None:
     enroll(repository, "t2", "alice", [1, 2])
     repository.delete_identity("t1", "alice")
     assert repository.get_identity("t2", "alice") is not None
-    assert repository.count_faces("t2") == 2
+    assert faces_of(repository, "t2") == 2
 
 
 def test_delete_tenant_leaves_other_tenants(repository) -> None:
     enroll(repository, "t1", "alice", [1, 2])
     ingest_face(repository, "t1", "g1", unit(9), None)
     enroll(repository, "t2", "carol", [3])
-    assert repository.delete_tenant("t1") == {"identities_deleted": 1, "faces_deleted": 3}
-    assert repository.count_faces("t1") == 0 and repository.count_identities("t1") == 0
-    assert repository.count_faces("t2") == 1 and repository.get_identity("t2", "carol") is not None
+    assert repository.delete_tenant("t1") == ErasedTenant(identities_deleted=1, faces_deleted=3)
+    assert faces_of(repository, "t1") == 0 and identities_of(repository, "t1") == 0
+    assert faces_of(repository, "t2") == 1 and repository.get_identity("t2", "carol") is not None
 
 
 def test_concurrent_enrollments_leave_one_consistent_identity(repository) -> None:

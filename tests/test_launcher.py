@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from serve_app.launcher import RAY_ENV_FILE, ServeProcess
+from loadtests.launcher import RAY_ENV_FILE, ServeProcess
 
 
 def test_ray_env_file_reaches_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ from serve_app.repository import (
 )
 from serve_app.store.base import CollectionSpec, Record, VectorStore
 from serve_app.store.edge import EdgeStore
+from tests.helpers import faces_of, identities_of
 from serve_app.store.server import QdrantServerStore
 
 DIM = 8
@@ -391,8 +392,8 @@ class TestFaceRepository:
             assert (info.dim, info.points) == (DIM, 0)
             assert set(indexes) <= keyword_indexes(store, name)
         stats = repo.stats()
-        assert stats["engine"] == store.engine
-        assert set(stats["collections"]) == {FACES, IDENTITIES}
+        assert stats.engine == store.engine
+        assert set(stats.collections) == {FACES, IDENTITIES}
 
     def test_save_then_get_identity(self, repo):
         template = np.arange(1, DIM + 1, dtype=np.float32)
@@ -405,13 +406,13 @@ class TestFaceRepository:
         assert identity.payload["identity_id"] == "alice"
         assert identity.payload["name"] == "Alice"
         assert isinstance(identity.payload["enrolled_at"], float)
-        assert repo.count_identities("t1") == 1
+        assert identities_of(repo, "t1") == 1
 
     def test_get_identity_is_tenant_scoped(self, repo):
         repo.save_identity("t1", "alice", basis(0), [], {})
         assert repo.get_identity("t2", "alice") is None
         assert repo.get_identity("t1", "bob") is None
-        assert repo.count_identities("t2") == 0
+        assert identities_of(repo, "t2") == 0
 
     def test_same_identity_id_in_two_tenants_is_two_identities(self, repo):
         repo.save_identity("t1", "alice", basis(0), [], {})
@@ -434,9 +435,9 @@ class TestFaceRepository:
         assert store.retrieve(FACES, [point_id("face", "old1"), point_id("face", "old2")]) == []
         assert store.count(FACES, {"identity_id": "bob"}) == 1
         assert ids_of(store.retrieve(FACES, [point_id("face", "cctv")])) == {point_id("face", "cctv")}
-        assert repo.count_faces("t1") == 3 + 1 + 1
+        assert faces_of(repo, "t1") == 3 + 1 + 1
         np.testing.assert_allclose(unit(repo.get_identity("t1", "alice").template), basis(7), atol=1e-5)
-        assert repo.count_identities("t1") == 2
+        assert identities_of(repo, "t1") == 2
 
     def test_enrollment_faces_are_tagged(self, repo, store):
         repo.save_identity("t1", "alice", basis(0), [face("a1", basis(0), bbox="1,2,3,4")], {})

@@ -8,16 +8,15 @@ import ctypes.util
 import logging
 from typing import Any
 
-import numpy as np
 from ray import serve
 
-from serve_app.config import get_settings
+from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, EmbedResult, load_pipeline
 from serve_app.errors import InvalidImage
 
 logger = logging.getLogger("ray.serve")
 
-DEFAULT_BATCH = {"max_batch_size": 8, "batch_wait_timeout_s": 0.005}
+DEFAULT_BATCH: dict[str, Any] = {"max_batch_size": 8, "batch_wait_timeout_s": 0.005}
 # After a batch with an image this large, glibc is asked to return the heap's free pages:
 # measured on a batch of 8 gallery images of 10-25 MP, RSS 814 -> 729 MB, 1-15 ms.
 TRIM_AFTER_PIXELS = 4_000_000
@@ -34,25 +33,18 @@ def release_free_heap() -> bool:
 @serve.deployment(max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
 class FaceEmbedder:
     def __init__(self) -> None:
-        settings = get_settings()
-        self.pipeline = load_pipeline(settings)
+        # The models run a warm-up batch as they load: the first request does not pay for it.
+        self.pipeline = load_pipeline(Settings())
         self.batch_config = dict(DEFAULT_BATCH)
-        self._warm_up()
         logger.info("FaceEmbedder ready: detector on %s, recognizer on %s",
                     self.pipeline.detector.provider, self.pipeline.recognizer.provider)
 
-    def _warm_up(self) -> None:
-        # The first onnxruntime run allocates and (on CUDA) autotunes; pay for it here,
-        # not in the first client's request.
-        size = self.pipeline.detector.input_size
-        self.pipeline.detector.detect([np.zeros((size, size, 3), np.uint8)] * 2)
-        crop = self.pipeline.recognizer.crop_size
-        self.pipeline.recognizer.embed([np.zeros((crop, crop, 3), np.uint8)] * 2)
-
     def reconfigure(self, config: dict[str, Any]) -> None:
         self.batch_config = {**DEFAULT_BATCH, **(config or {})}
-        self.embed.set_max_batch_size(int(self.batch_config["max_batch_size"]))
-        self.embed.set_batch_wait_timeout_s(float(self.batch_config["batch_wait_timeout_s"]))
+        # @serve.batch's typing drops the setters it adds to the method.
+        batched: Any = self.embed
+        batched.set_max_batch_size(int(self.batch_config["max_batch_size"]))
+        batched.set_batch_wait_timeout_s(float(self.batch_config["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def embed(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
@@ -78,10 +70,4 @@ class FaceEmbedder:
             return EmbedResult(error=InvalidImage("invalid_image", 422))
 
     def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "provider": self.pipeline.recognizer.provider,
-            "detector_provider": self.pipeline.detector.provider,
-            "vector_dim": self.pipeline.dim,
-            "batch": self.batch_config,
-        }
+        return {"status": "ok", **self.pipeline.describe(), "batch": self.batch_config}

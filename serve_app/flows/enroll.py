@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import numpy as np
 
 from serve_app.embedding import EmbedRequest, Face
 from serve_app.errors import DomainError
 from serve_app.flows.ports import Ports
+from serve_app.flows.quality_gate import gate_enrollment
+from serve_app.flows.views import face_info
 from serve_app.repository import GalleryFace, point_id
+from serve_app.schemas import EnrollResponse, IdentityRef
 from serve_app.similarity import cosine_from_similarity, template_of, weakest_pair
 
 
@@ -28,9 +30,11 @@ async def embed_probes(ports: Ports, images: list[bytes]) -> list[Face]:
     return faces
 
 
-async def enroll_identity(ports: Ports, tenant_id: str, identity_id: str, images: list[bytes]) -> dict[str, Any]:
+async def enroll_identity(ports: Ports, tenant_id: str, identity_id: str, images: list[bytes]) -> EnrollResponse:
     settings = ports.settings
     faces = await embed_probes(ports, images)
+    # A photo outside the quality limits is refused before it can shape the template.
+    gate_enrollment(faces, settings)
     embeddings = np.stack([face.embedding for face in faces])
     consistency = 1.0
     if len(faces) > 1:
@@ -57,13 +61,13 @@ async def enroll_identity(ports: Ports, tenant_id: str, identity_id: str, images
     retagged = await ports.repository.retag_identity(
         tenant_id, identity_id, template, cosine_from_similarity(settings.verify_hi_threshold), settings.retag_max_faces
     )
-    return {
-        "ok": True,
-        "identity": {"tenant_id": tenant_id, "identity_id": identity_id},
-        "vector_dim": int(template.shape[0]),
-        "images_used": len(faces),
-        "consistency": round(consistency, 4),
-        "faces": [face.describe() for face in faces],
-        "gallery_faces_tagged": retagged["tagged"],
-        "gallery_faces_untagged": retagged["untagged"],
-    }
+    return EnrollResponse(
+        ok=True,
+        identity=IdentityRef(tenant_id=tenant_id, identity_id=identity_id),
+        vector_dim=int(template.shape[0]),
+        images_used=len(faces),
+        consistency=round(consistency, 4),
+        faces=[face_info(face) for face in faces],
+        gallery_faces_tagged=retagged.tagged,
+        gallery_faces_untagged=retagged.untagged,
+    )

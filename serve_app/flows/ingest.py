@@ -9,7 +9,9 @@ from typing import Any
 from serve_app.dedup import hash_bands
 from serve_app.embedding import EmbedRequest, EmbedResult, FaceSelection
 from serve_app.flows.ports import Ports
+from serve_app.flows.views import face_info
 from serve_app.repository import GalleryFace, point_id
+from serve_app.schemas import DuplicateOf, IngestedFace, IngestResponse, IngestStatus
 from serve_app.similarity import cosine_from_similarity, similarity_from_cosine
 
 
@@ -25,7 +27,7 @@ async def ingest_image(
     data: bytes,
     url: str | None = None,
     metadata: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> IngestResponse:
     embedded = await ports.embedder.embed(EmbedRequest(data, FaceSelection.ALL, with_phash=True))
     return await store_embedded_image(ports, tenant_id, site, image_id_of(data), embedded, url, metadata)
 
@@ -38,29 +40,27 @@ async def store_embedded_image(
     embedded: EmbedResult,
     url: str | None = None,
     metadata: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> IngestResponse:
     """De-duplicate, tag and store the faces of one embedded image (shared with bulk ingest)."""
     if embedded.error is not None:
         raise embedded.error
     settings = ports.settings
     repository = ports.repository
     p_hash = embedded.p_hash
-    assert p_hash is not None, "ingestion embeds with_phash=True"
-    answer: dict[str, Any] = {"tenant_id": tenant_id, "image_id": image_id, "p_hash": p_hash}
+    if p_hash is None:
+        raise ValueError("ingestion needs the image's perceptual hash (EmbedRequest with_phash=True)")
 
     duplicate = await repository.find_duplicate(tenant_id, p_hash, settings.dedup_max_distance)
     if duplicate is not None:
         same = duplicate.image_id == image_id
-        return {
-            **answer,
+        return IngestResponse(
             # The very same bytes again is a retry: answer it like the first time.
-            "status": "already_ingested" if same else "duplicate",
-            "duplicate_of": {"image_id": duplicate.image_id, "url": duplicate.url, "site": duplicate.site,
-                             "distance": duplicate.distance},
-            "face_ids": sorted(duplicate.face_ids),
-            "faces": [],
-            "count": 0,
-        }
+            status=IngestStatus.ALREADY_INGESTED if same else IngestStatus.DUPLICATE,
+            tenant_id=tenant_id, image_id=image_id, p_hash=p_hash,
+            duplicate_of=DuplicateOf(image_id=duplicate.image_id, url=duplicate.url, site=duplicate.site,
+                                     distance=duplicate.distance),
+            face_ids=sorted(duplicate.face_ids), faces=[], count=0,
+        )
 
     matches = await repository.match_identities(
         tenant_id, [face.embedding for face in embedded.faces], cosine_from_similarity(settings.verify_hi_threshold)
@@ -71,23 +71,24 @@ async def store_embedded_image(
         "p_hash_prefix": hash_bands(p_hash), "ingested_at": now, "image_size": [embedded.width, embedded.height],
         "metadata": dict(metadata or {}),
     }
-    faces, shown = [], []
+    faces: list[GalleryFace] = []
+    shown: list[IngestedFace] = []
     for index, (face, match) in enumerate(zip(embedded.faces, matches, strict=True)):
         face_id = point_id("face", tenant_id, image_id, str(index))
         payload = {**common, **face.describe(), "face_index": index}
-        view: dict[str, Any] = {"face_id": face_id, **face.describe(), "identity_id": None}
+        info = face_info(face)
+        view = IngestedFace(face_id=face_id, box=info.box, det_score=info.det_score)
         if match is not None:
             payload.update(identity_id=match.identity_id, identity_score=match.cosine)
-            view.update(identity_id=match.identity_id, similarity=round(similarity_from_cosine(match.cosine), 4))
+            view.identity_id = match.identity_id
+            view.similarity = round(similarity_from_cosine(match.cosine), 4)
         faces.append(GalleryFace(face_id, face.embedding, payload))
         shown.append(view)
     await repository.add_faces(tenant_id, faces)
-    return {
-        **answer,
-        "status": "ingested" if faces else "no_faces",
-        "face_ids": [face.id for face in faces],
-        "faces": shown,
-        "count": len(faces),
-        "small_faces_dropped": embedded.small_faces_dropped,
-        "excess_faces_dropped": embedded.excess_faces_dropped,
-    }
+    return IngestResponse(
+        status=IngestStatus.INGESTED if faces else IngestStatus.NO_FACES,
+        tenant_id=tenant_id, image_id=image_id, p_hash=p_hash,
+        face_ids=[face.id for face in faces], faces=shown, count=len(faces),
+        small_faces_dropped=embedded.small_faces_dropped,
+        excess_faces_dropped=embedded.excess_faces_dropped,
+    )

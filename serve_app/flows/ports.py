@@ -1,20 +1,33 @@
-"""What the flows need from the outside world, as async interfaces.
+"""What the flows need from the outside world, as async interfaces, and in-process adapters.
 
-In the Serve graph the ports are DeploymentHandles (see `serve_app.deployments.gateway`);
-in tests they wrap plain objects (`LocalPort`) or fakes.
+In the Serve graph the ports are typed clients of the deployment handles
+(`serve_app.deployments.clients`); in one process (tests, bulk ingest, the benchmark's
+in-process peer) they are the adapters below, which run the blocking calls in threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from serve_app.config import Settings
-from serve_app.embedding import EmbedRequest, EmbedResult
-from serve_app.repository import GalleryFace, Identity, IdentityMatch, StoredImage
+from serve_app.embedding import EmbedRequest, EmbedResult, FacePipeline
+from serve_app.repository import (
+    ErasedIdentity,
+    ErasedTenant,
+    FaceRepository,
+    GalleryFace,
+    Identity,
+    IdentityMatch,
+    RetagResult,
+    StoreStats,
+    StoredImage,
+)
 from serve_app.store.base import Hit
 
 
@@ -23,12 +36,20 @@ class EmbedderPort(Protocol):
 
 
 class RepositoryPort(Protocol):
-    """The async mirror of `serve_app.repository.FaceRepository`."""
+    """The async mirror of `serve_app.repository.FaceRepository`: every operation the
+    service runs against its store. `FaceStore` (the deployment), its typed client and
+    `ThreadedRepository` implement exactly these methods (tests/test_seams.py checks)."""
+
+    async def stats(self) -> StoreStats: ...
 
     async def get_identity(self, tenant_id: str, identity_id: str) -> Identity | None: ...
 
     async def save_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
-                            enrollment_faces: list[GalleryFace], extra: dict[str, Any]) -> None: ...
+                            enrollment_faces: Sequence[GalleryFace], extra: dict[str, object]) -> None: ...
+
+    async def delete_identity(self, tenant_id: str, identity_id: str) -> ErasedIdentity | None: ...
+
+    async def delete_tenant(self, tenant_id: str) -> ErasedTenant: ...
 
     async def search_faces(self, tenant_id: str, vector: np.ndarray, limit: int,
                            identity_id: str | None = None, hnsw_ef: int | None = None) -> list[Hit]: ...
@@ -38,13 +59,13 @@ class RepositoryPort(Protocol):
 
     async def find_duplicate(self, tenant_id: str, p_hash: str, max_distance: int) -> StoredImage | None: ...
 
-    async def match_identities(self, tenant_id: str, vectors: list[np.ndarray],
+    async def match_identities(self, tenant_id: str, vectors: Sequence[np.ndarray],
                                min_cosine: float) -> list[IdentityMatch | None]: ...
 
-    async def add_faces(self, tenant_id: str, faces: list[GalleryFace]) -> None: ...
+    async def add_faces(self, tenant_id: str, faces: Sequence[GalleryFace]) -> None: ...
 
     async def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
-                             min_cosine: float, limit: int) -> dict[str, int]: ...
+                             min_cosine: float, limit: int) -> RetagResult: ...
 
 
 @dataclass(frozen=True)
@@ -54,27 +75,68 @@ class Ports:
     settings: Settings
 
 
-class LocalPort:
-    """Exposes every public method of a plain object as a coroutine run in a thread."""
+class ThreadedRepository:
+    """A `RepositoryPort` over an in-process `FaceRepository`: storage calls block, so
+    each runs in a worker thread and the event loop keeps serving. The FaceStore
+    deployment is this class with a place in the graph."""
 
-    def __init__(self, target: Any) -> None:
-        self._target = target
+    def __init__(self, repository: FaceRepository) -> None:
+        self.repository = repository
 
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._target, name)
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok", **dataclasses.asdict(await self.stats())}
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await asyncio.to_thread(method, *args, **kwargs)
+    async def stats(self) -> StoreStats:
+        return await asyncio.to_thread(self.repository.stats)
 
-        return call
+    async def get_identity(self, tenant_id: str, identity_id: str) -> Identity | None:
+        return await asyncio.to_thread(self.repository.get_identity, tenant_id, identity_id)
+
+    async def save_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
+                            enrollment_faces: Sequence[GalleryFace], extra: dict[str, object]) -> None:
+        await asyncio.to_thread(self.repository.save_identity, tenant_id, identity_id, template,
+                                enrollment_faces, extra)
+
+    async def delete_identity(self, tenant_id: str, identity_id: str) -> ErasedIdentity | None:
+        return await asyncio.to_thread(self.repository.delete_identity, tenant_id, identity_id)
+
+    async def delete_tenant(self, tenant_id: str) -> ErasedTenant:
+        return await asyncio.to_thread(self.repository.delete_tenant, tenant_id)
+
+    async def search_faces(self, tenant_id: str, vector: np.ndarray, limit: int,
+                           identity_id: str | None = None, hnsw_ef: int | None = None) -> list[Hit]:
+        return await asyncio.to_thread(self.repository.search_faces, tenant_id, vector, limit, identity_id, hnsw_ef)
+
+    async def identity_with_gallery(self, tenant_id: str, identity_id: str, probe: np.ndarray, limit: int,
+                                    hnsw_ef: int | None = None) -> tuple[Identity | None, list[Hit]]:
+        return await asyncio.to_thread(self.repository.identity_with_gallery, tenant_id, identity_id, probe,
+                                       limit, hnsw_ef)
+
+    async def find_duplicate(self, tenant_id: str, p_hash: str, max_distance: int) -> StoredImage | None:
+        return await asyncio.to_thread(self.repository.find_duplicate, tenant_id, p_hash, max_distance)
+
+    async def match_identities(self, tenant_id: str, vectors: Sequence[np.ndarray],
+                               min_cosine: float) -> list[IdentityMatch | None]:
+        return await asyncio.to_thread(self.repository.match_identities, tenant_id, vectors, min_cosine)
+
+    async def add_faces(self, tenant_id: str, faces: Sequence[GalleryFace]) -> None:
+        await asyncio.to_thread(self.repository.add_faces, tenant_id, faces)
+
+    async def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
+                             min_cosine: float, limit: int) -> RetagResult:
+        return await asyncio.to_thread(self.repository.retag_identity, tenant_id, identity_id, template,
+                                       min_cosine, limit)
 
 
 class PipelineEmbedder:
     """An `EmbedderPort` over an in-process `FacePipeline` (no batching across calls)."""
 
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, pipeline: FacePipeline) -> None:
         self._pipeline = pipeline
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         results = await asyncio.to_thread(self._pipeline.run, [request])
         return results[0]
+
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok", **self._pipeline.describe()}

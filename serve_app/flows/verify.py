@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest
 from serve_app.errors import DomainError, NotFound
 from serve_app.flows.ports import Ports
-from serve_app.flows.views import face_hit
+from serve_app.flows.quality_gate import gate_probe
+from serve_app.flows.views import face_hit, face_info
+from serve_app.schemas import IdentityRef, VerifyResponse
 from serve_app.similarity import cosine, similarity_from_cosine
 
 
@@ -23,11 +23,12 @@ def resolve_threshold(settings: Settings, requested: float | None) -> float:
 
 async def verify(
     ports: Ports, tenant_id: str, identity_id: str, image: bytes, hi_threshold: float | None = None
-) -> dict[str, Any]:
+) -> VerifyResponse:
     settings = ports.settings
     threshold = resolve_threshold(settings, hi_threshold)
     embedded = await ports.embedder.embed(EmbedRequest(image))
     face = embedded.largest()
+    gate_probe(face, settings)
     # One store call for the template and the candidate gallery faces: a second hop
     # costs more than the (filtered, tiny) search it would save when not verified.
     identity, hits = await ports.repository.identity_with_gallery(
@@ -39,12 +40,12 @@ async def verify(
     verified = similarity >= threshold
     # Verification-first: nothing of the gallery is shown unless the probe verified.
     results = [face_hit(hit) for hit in hits] if verified else []
-    return {
-        "verified": verified,
-        "similarity": round(similarity, 4),
-        "threshold": threshold,
-        "identity": {"tenant_id": tenant_id, "identity_id": identity_id},
-        "probe_face": face.describe(),
-        "results": results,
-        "count": len(results),
-    }
+    return VerifyResponse(
+        verified=verified,
+        similarity=round(similarity, 4),
+        threshold=threshold,
+        identity=IdentityRef(tenant_id=tenant_id, identity_id=identity_id),
+        probe_face=face_info(face),
+        results=results,
+        count=len(results),
+    )

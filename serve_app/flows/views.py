@@ -1,9 +1,9 @@
-"""How stored faces are shown to clients: one place, so every endpoint agrees."""
+"""How faces are shown to clients: one place, so every endpoint agrees."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from serve_app.embedding import Face
+from serve_app.schemas import FaceHit, FaceInfo, QualityInfo
 from serve_app.similarity import similarity_from_cosine
 from serve_app.store.base import Hit
 
@@ -11,10 +11,14 @@ _SHOWN_PAYLOAD = ("identity_id", "site", "url", "source", "box", "det_score", "p
                   "ingested_at")
 
 
-def face_hit(hit: Hit) -> dict[str, Any]:
-    view: dict[str, Any] = {"face_id": hit.id, "similarity": round(similarity_from_cosine(hit.score), 4)}
-    for key in _SHOWN_PAYLOAD:
-        if key in hit.payload:
-            view[key] = hit.payload[key]
-    view.setdefault("identity_id", None)
-    return view
+def face_info(face: Face) -> FaceInfo:
+    """Box, detector score and the quality measures of a probe or enrollment photo."""
+    info = FaceInfo.model_validate(face.describe())
+    info.quality = QualityInfo.model_validate(face.quality.rounded())
+    return info
+
+
+def face_hit(hit: Hit) -> FaceHit:
+    shown = {key: hit.payload[key] for key in _SHOWN_PAYLOAD if key in hit.payload}
+    shown.setdefault("identity_id", None)
+    return FaceHit(face_id=hit.id, similarity=round(similarity_from_cosine(hit.score), 4), **shown)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from serve_app.launcher import ServeProcess
+from loadtests.launcher import ServeProcess
 
 
 @pytest.fixture(scope="session")

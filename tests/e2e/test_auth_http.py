@@ -2,35 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from serve_app.auth import digest
-from serve_app.launcher import ServeProcess
-from serve_app.samples import data_uri
+from loadtests.launcher import ServeProcess
+from serve_app.samples import ENROLLMENT_PHOTOS, data_uri
+from tests.helpers import key_entry, write_keys
 
 KEYS = {"acme": "acme-key-1", "globex": "globex-key-1", "admin": "ops-key-1"}
 
 
-def write_keys(path: Path, keys: dict[str, str]) -> None:
-    entries = [{"sha256": digest(key), "role": "admin"} if owner == "admin"
-               else {"sha256": digest(key), "tenant_id": owner} for owner, key in keys.items()]
-    path.write_text(json.dumps({"keys": entries}))
-    later = time.time() + 5  # a new mtime even within the same second
-    os.utime(path, (later, later))
+def write_keyring(path: Path, keys: dict[str, str]) -> None:
+    write_keys(path, [key_entry(owner, key) for owner, key in keys.items()])
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, Path]]:
     directory = tmp_path_factory.mktemp("secured")
     keyfile = directory / "keys.json"
-    write_keys(keyfile, KEYS)
+    write_keyring(keyfile, KEYS)
     app = ServeProcess(directory, env={"AUTH_ENABLED": "true", "API_KEYS_FILE": str(keyfile)})
     app.start()
     yield app, keyfile
@@ -82,7 +75,7 @@ def test_a_tenant_key_cannot_name_another_tenant(http: httpx.Client, method, pat
 
 
 def test_tenant_key_works_for_its_own_tenant_only(http: httpx.Client, samples) -> None:
-    photos = [data_uri(samples[k]) for k in ("frontal", "left", "right")]
+    photos = [data_uri(samples[k]) for k in ENROLLMENT_PHOTOS]
     enrolled = http.post("/api/v1/enroll_identity", headers=key("acme"),
                          json={"identity_id": "alice", "images_b64": photos})
     assert enrolled.status_code == 200 and enrolled.json()["identity"]["tenant_id"] == "acme"
@@ -114,7 +107,7 @@ def test_operator_endpoint_needs_the_admin_key(http: httpx.Client, samples) -> N
 
 def test_keys_rotate_without_restart(secured, http: httpx.Client, samples) -> None:
     _, keyfile = secured
-    write_keys(keyfile, {**KEYS, "acme": "acme-key-2"})
+    write_keyring(keyfile, {**KEYS, "acme": "acme-key-2"})
     body = {"identity_id": "alice", "image_b64": data_uri(samples["probe_same_person"])}
     old = http.post("/api/v1/verify", headers={"X-API-Key": "acme-key-1"}, json=body)
     assert old.status_code == 401

@@ -13,8 +13,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from serve_app.launcher import ServeProcess
-from serve_app.samples import data_uri
+from loadtests.launcher import ServeProcess
+from serve_app.samples import ENROLLMENT_PHOTOS, data_uri
 
 # Runs in its own process: attaching this pytest process to the app's Ray cluster would
 # tie the test runner's lifetime to it.
@@ -54,7 +54,7 @@ def wait_healthy(client: httpx.Client, timeout_s: float = 120) -> None:
 def enrolled_person(client: httpx.Client, samples) -> str:
     response = client.post("/api/v1/enroll_identity", json={
         "tenant_id": "crash", "identity_id": "steady",
-        "images_b64": [data_uri(samples[k]) for k in ("frontal", "left", "right")]})
+        "images_b64": [data_uri(samples[k]) for k in ENROLLMENT_PHOTOS]})
     assert response.status_code == 200
     return "steady"
 
@@ -108,7 +108,7 @@ def test_killed_embedder_recovers(serve_app: ServeProcess, client: httpx.Client,
 
 def test_killed_store_loses_no_acknowledged_enrollment(serve_app: ServeProcess, client: httpx.Client,
                                                        samples) -> None:
-    photos = [data_uri(samples[k]) for k in ("frontal", "left", "right")]
+    photos = [data_uri(samples[k]) for k in ENROLLMENT_PHOTOS]
     acknowledged: list[str] = []
     refused: Counter[tuple[int, str]] = Counter()
     stop = threading.Event()

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from serve_app.launcher import ServeProcess
+from loadtests.launcher import ServeProcess
 
 
 def test_no_generated_request_gets_a_server_error(serve_app: ServeProcess) -> None:

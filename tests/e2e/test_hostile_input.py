@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -84,6 +85,17 @@ def test_oversized_request_body_is_413(client: httpx.Client) -> None:
                        "images_b64": ["A" * (5 * 1024 * 1024)] * 9}).encode()
     response = client.post("/api/v1/enroll_identity", content=huge, headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and response.json()["detail"] == "request_too_large"
+
+
+def test_oversized_chunked_body_is_a_readable_413(client: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(48):  # 48 MiB, no Content-Length: refused while it streams
+            yield b"A" * (1024 * 1024)
+
+    for _ in range(2):
+        response = client.post("/api/v1/search", content=chunks(), headers={"Content-Type": "application/json",
+                                                                             "X-Tenant-ID": TENANT})
+        assert response.status_code == 413 and response.json()["detail"] == "request_too_large"
 
 
 def test_enrollment_photo_errors_name_the_photo(client: httpx.Client, samples) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from loadtests.targets import ENROLL, INGEST, SEARCH, VERIFY
-from serve_app.launcher import REPO_ROOT, ServeProcess
+from loadtests.launcher import REPO_ROOT, ServeProcess
 
 pytestmark = pytest.mark.e2e
 

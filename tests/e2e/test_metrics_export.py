@@ -7,7 +7,7 @@ import urllib.request
 
 import httpx
 
-from serve_app.launcher import ServeProcess
+from loadtests.launcher import ServeProcess
 from serve_app.samples import data_uri
 
 PLAN_METRICS = {

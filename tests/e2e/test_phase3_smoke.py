@@ -7,7 +7,7 @@ import base64
 import httpx
 import pytest
 
-from serve_app.samples import data_uri
+from serve_app.samples import ENROLLMENT_PHOTOS, data_uri
 
 TENANT = "test-tenant"
 
@@ -17,7 +17,7 @@ def enrolled(client: httpx.Client, samples: dict[str, bytes]) -> dict:
     response = client.post("/api/v1/enroll_identity", json={
         "tenant_id": TENANT,
         "identity_id": "test-user-1",
-        "images_b64": [data_uri(samples[name]) for name in ("frontal", "left", "right")],
+        "images_b64": [data_uri(samples[name]) for name in ENROLLMENT_PHOTOS],
     })
     assert response.status_code == 200, response.text
     return response.json()

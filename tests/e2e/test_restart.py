@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import httpx
 
-from serve_app.launcher import ServeProcess
-from serve_app.samples import data_uri
+from loadtests.launcher import ServeProcess
+from serve_app.samples import ENROLLMENT_PHOTOS, data_uri
 
 
 def test_enrollment_survives_restart(serve_app: ServeProcess, client: httpx.Client, samples) -> None:
     enrolled = client.post("/api/v1/enroll_identity", json={
         "tenant_id": "restart-tenant", "identity_id": "persisted",
-        "images_b64": [data_uri(samples[name]) for name in ("frontal", "left", "right")],
+        "images_b64": [data_uri(samples[name]) for name in ENROLLMENT_PHOTOS],
     })
     assert enrolled.status_code == 200, enrolled.text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from serve_app.samples import encode_jpeg, read_package_image
+from serve_app.samples import ENROLLMENT_PHOTOS, encode_jpeg, read_package_image
 from serve_app.samples import data_uri
 
 A, B = "tenant-alpha", "tenant-beta"
@@ -52,7 +52,7 @@ def test_header_and_body_tenants_must_agree(client: httpx.Client, method, path, 
 
 def test_erasing_an_identity_removes_it_everywhere(client: httpx.Client, samples) -> None:
     tenant = "erasure-tenant"
-    photos = [data_uri(samples[k]) for k in ("frontal", "left", "right")]
+    photos = [data_uri(samples[k]) for k in ENROLLMENT_PHOTOS]
     assert client.post("/api/v1/enroll_identity", json={"tenant_id": tenant, "identity_id": "gone",
                                                         "images_b64": photos}).status_code == 200
     # A gallery photo of the same person, tagged at ingestion.

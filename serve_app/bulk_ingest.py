@@ -1,4 +1,4 @@
-"""Bulk gallery ingestion on Ray Data: `python -m serve_app.ingest SOURCE --tenant T --site S`.
+"""Bulk gallery ingestion on Ray Data: `python -m serve_app.bulk_ingest SOURCE --tenant T --site S`.
 
     files --read (tasks)--> bytes --detect+embed+pHash (actor pool, batches)--> faces
           --de-duplicate, tag, write (driver, in order)--> faces_v1
@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import glob
 import json
+import logging
 import os
 import pickle
 import re
@@ -31,15 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.config import Settings, get_settings
-from serve_app.embedding import EmbedRequest, FacePipeline, FaceSelection, load_pipeline
+from serve_app.config import Settings
+from serve_app.embedding import EmbedRequest, EmbedResult, FacePipeline, FaceSelection, load_pipeline
 from serve_app.errors import DomainError
 from serve_app.flows.ingest import image_id_of, store_embedded_image
-from serve_app.flows.ports import LocalPort, Ports
+from serve_app.flows.ports import Ports, ThreadedRepository
 from serve_app.images import ALLOWED_FORMATS
 from serve_app.models.pack import choose_providers
 from serve_app.repository import FaceRepository
-from serve_app.schemas import ID_PATTERN
+from serve_app.schemas import ID_PATTERN, IngestResponse, IngestStatus
 from serve_app.store import open_store
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -73,6 +74,13 @@ class EmbedImages:
         }
 
 
+class _NoEmbedder:
+    """Bulk ingest embeds on Ray Data actors, then stores through the flows: they never embed."""
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        raise RuntimeError("bulk ingest embeds images on its actors, not through the ports")
+
+
 @dataclass
 class Summary:
     tenant_id: str
@@ -87,17 +95,17 @@ class Summary:
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
-    def record(self, answer: dict[str, Any]) -> None:
-        status = answer["status"]
-        if status == "ingested":
+    def record(self, answer: IngestResponse) -> None:
+        status = answer.status
+        if status is IngestStatus.INGESTED:
             self.ingested += 1
-            self.faces += answer["count"]
-            self.tagged += sum(face["identity_id"] is not None for face in answer["faces"])
-        elif status == "no_faces":
+            self.faces += answer.count
+            self.tagged += sum(face.identity_id is not None for face in answer.faces)
+        elif status is IngestStatus.NO_FACES:
             self.no_faces += 1
-        elif status == "duplicate":
+        elif status is IngestStatus.DUPLICATE:
             self.duplicates += 1
-        elif status == "already_ingested":
+        elif status is IngestStatus.ALREADY_INGESTED:
             self.skipped_already_ingested += 1
 
     def as_dict(self) -> dict[str, Any]:
@@ -129,11 +137,11 @@ def run_ingest(
     started = time.perf_counter()
     try:
         repository.ensure_all()
-        ports = Ports(embedder=None, repository=LocalPort(repository), settings=settings)  # type: ignore[arg-type]
+        ports = Ports(embedder=_NoEmbedder(), repository=ThreadedRepository(repository), settings=settings)
         if not paths:
             return summary
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         ray.data.DataContext.get_current().print_on_execution_start = False
 
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         if not re.match(ID_PATTERN, value) or len(value) > 64:
             parser.error(f"{name} must match {ID_PATTERN} (at most 64 characters)")
     try:
-        summary = run_ingest(args.source, args.tenant, args.site, get_settings(), args.batch_size,
+        summary = run_ingest(args.source, args.tenant, args.site, Settings(), args.batch_size,
                              args.workers, progress=not args.no_progress)
     except RuntimeError as error:
         print(f"face-ingest: {error}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""The HTTP edge: the FastAPI app factory, its middleware and error handling."""
