@@ -20,6 +20,7 @@ from serve_app.config import (
     DEFAULT_MAX_JPEG_SCANS,
     Settings,
 )
+from serve_app.coarse_to_fine import CoarseToFine
 from serve_app.dedup import perceptual_hash
 from serve_app.errors import DomainError, InvalidImage, NoFaceDetected
 from serve_app.images import (
@@ -119,6 +120,7 @@ class FacePipeline:
         max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS,
         max_faces_per_image: int = DEFAULT_MAX_FACES_PER_IMAGE,
         scaled_decode: bool = True,
+        coarse_to_fine: bool = False,
     ) -> None:
         self.detector = detector
         self.recognizer = recognizer
@@ -127,6 +129,8 @@ class FacePipeline:
         self.max_faces_per_image = max_faces_per_image
         # Off: every image decoded at full resolution (the reference the tests compare to).
         self.scaled_decode = scaled_decode
+        # Probes (largest face): a small canvas first, the full one only where it must.
+        self.coarse_to_fine = CoarseToFine(detector) if coarse_to_fine else None
 
     @property
     def dim(self) -> int:
@@ -172,8 +176,19 @@ class FacePipeline:
         return _Job(index, request, source, decoded)
 
     def _detect(self, jobs: list[_Job], results: list[EmbedResult]) -> list[Detections | None]:
-        return _split_on_failure(jobs, results, "detection",
-                                 lambda batch: self.detector.detect([job.decoded.pixels for job in batch]))
+        def detect(batch: list[_Job]) -> list[Detections]:
+            # Probes go coarse-to-fine where that is on; everything else to the full canvas.
+            stages = self.coarse_to_fine
+            coarse = [stages is not None and job.request.selection is FaceSelection.LARGEST for job in batch]
+            images = {flag: [job.decoded.pixels for job, c in zip(batch, coarse, strict=True) if c is flag]
+                      for flag in (True, False)}
+            found = {
+                True: iter(stages.detect_largest(images[True]) if stages is not None and images[True] else []),
+                False: iter(self.detector.detect(images[False]) if images[False] else []),
+            }
+            return [next(found[flag]) for flag in coarse]
+
+        return _split_on_failure(jobs, results, "detection", detect)
 
     def _embed(self, jobs: list[_Job], results: list[EmbedResult]) -> list[np.ndarray | None]:
         def embed(batch: list[_Job]) -> list[np.ndarray]:
@@ -288,4 +303,4 @@ def load_pipeline(settings: Settings) -> FacePipeline:
                          f"VECTOR_DIM is {settings.vector_dim}")
     return FacePipeline(detector, recognizer, settings.min_face_size, settings.max_image_pixels,
                         max_jpeg_scans=settings.max_jpeg_scans, max_decode_seconds=settings.max_decode_seconds,
-                        max_faces_per_image=settings.max_faces_per_image)
+                        max_faces_per_image=settings.max_faces_per_image, coarse_to_fine=settings.coarse_to_fine)

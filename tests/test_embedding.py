@@ -11,6 +11,7 @@ from PIL import Image
 
 import serve_app.deployments.embedder as embedder_module
 import serve_app.embedding as embedding_module
+from serve_app.coarse_to_fine import CoarseToFine
 from serve_app.deployments.embedder import FaceEmbedder
 from serve_app.embedding import EmbedRequest, EmbedResult, FacePipeline, FaceSelection
 from serve_app.samples import encode_jpeg, read_package_image
@@ -228,14 +229,33 @@ def photos(samples) -> dict[str, bytes]:
     return photos
 
 
-def test_scaled_decoding_does_not_move_results(pipeline, photos, monkeypatch) -> None:
-    """Against the full-resolution path: the same faces (boxes in original pixels), and a
-    verify's similarity against an enrolled template within 0.01, for probes (largest
-    face) and gallery images (every face)."""
+def tolerance_cases(photos: dict[str, bytes]) -> list[EmbedRequest]:
+    """Every photo as a probe; the group photos and the 12 MP ones also as gallery images."""
+    requests = []
+    for name, data in photos.items():
+        requests.append(EmbedRequest(data, FaceSelection.LARGEST, with_phash=True))
+        if "12MP" in name or name in ("group", "players.jpg"):
+            requests.append(EmbedRequest(data, FaceSelection.ALL, with_phash=True))
+    return requests
+
+
+@pytest.fixture(scope="module")
+def full_resolution(pipeline, photos) -> tuple[np.ndarray, list[EmbedResult]]:
+    """The enrolled template and every case's result on the full-resolution, full-canvas path."""
     full = copy_of(pipeline, scaled_decode=False)
+    assert full.coarse_to_fine is None
     enrolled = [full.run([EmbedRequest(photos[k])])[0].largest().embedding for k in ("frontal", "left", "right")]
     template = np.mean(enrolled, axis=0)
-    template /= np.linalg.norm(template)
+    return template / np.linalg.norm(template), [full.run([request])[0] for request in tolerance_cases(photos)]
+
+
+@pytest.mark.parametrize("coarse_to_fine", [False, True], ids=["scaled_decode", "scaled_decode+coarse_to_fine"])
+def test_scaled_decoding_does_not_move_results(pipeline, photos, full_resolution, monkeypatch, coarse_to_fine) -> None:
+    """Against the full-resolution, full-canvas path: the same faces (boxes in original
+    pixels), and a verify's similarity against an enrolled template within 0.01, for
+    probes (largest face) and gallery images (every face)."""
+    template, references = full_resolution
+    fast = copy_of(pipeline, coarse_to_fine=CoarseToFine(pipeline.detector) if coarse_to_fine else None)
     scales: list[int] = []
     real_decode = embedding_module.decode_safely
 
@@ -245,20 +265,42 @@ def test_scaled_decoding_does_not_move_results(pipeline, photos, monkeypatch) ->
         return decoded
 
     monkeypatch.setattr(embedding_module, "decode_safely", spy)
-    for name, data in photos.items():
-        for selection in (FaceSelection.LARGEST, FaceSelection.ALL):
-            if selection is FaceSelection.ALL and "12MP" not in name and name not in ("group", "players.jpg"):
-                continue
-            request = EmbedRequest(data, selection, with_phash=True)
-            reference, result = full.run([request])[0], pipeline.run([request])[0]
-            assert result.error is None and reference.error is None, name
-            assert (result.width, result.height) == (reference.width, reference.height)
-            assert len(result.faces) == len(reference.faces) > 0, name
-            for ref, face in zip(reference.faces, result.faces, strict=True):
-                side = max(ref.quality.face_size, 1.0)
-                assert np.abs(np.subtract(ref.box, face.box)).max() < 0.05 * side, (name, ref.box, face.box)
-                moved = abs(float(template @ ref.embedding) - float(template @ face.embedding)) / 2
-                assert moved < 0.01, (name, selection, moved)
-            distance = bin(int(result.p_hash, 16) ^ int(reference.p_hash, 16)).count("1")
-            assert distance <= 4, (name, distance)  # well inside the de-duplication distance
-    assert 4 in scales and 2 in scales  # probes and gallery images of 12 MP were decoded scaled
+    for request, reference in zip(tolerance_cases(photos), references, strict=True):
+        if coarse_to_fine and request.selection is FaceSelection.ALL:
+            continue  # coarse-to-fine serves probes only
+        result = fast.run([request])[0]
+        case = (len(request.data), request.selection)
+        assert result.error is None and reference.error is None, case
+        assert (result.width, result.height) == (reference.width, reference.height)
+        assert len(result.faces) == len(reference.faces) > 0, case
+        for ref, face in zip(reference.faces, result.faces, strict=True):
+            side = max(ref.quality.face_size, 1.0)
+            assert np.abs(np.subtract(ref.box, face.box)).max() < 0.05 * side, (case, ref.box, face.box)
+            assert abs(ref.det_score - face.det_score) < 0.1, (case, ref.det_score, face.det_score)
+            moved = abs(float(template @ ref.embedding) - float(template @ face.embedding)) / 2
+            assert moved < 0.01, (case, moved)
+        distance = bin(int(result.p_hash, 16) ^ int(reference.p_hash, 16)).count("1")
+        assert distance <= 4, (case, distance)  # well inside the de-duplication distance
+    assert 4 in scales  # 12 MP probes were decoded at 1/4
+    assert coarse_to_fine or 2 in scales  # and 12 MP gallery images at 1/2
+
+
+def test_coarse_to_fine_falls_back_to_the_full_canvas(pipeline, samples, monkeypatch) -> None:
+    """No face, a small face or two faces of about one size on the small canvas: the full
+    canvas decides, as without coarse-to-fine."""
+    stages = CoarseToFine(pipeline.detector)
+    full_calls: list[int] = []
+    real_detect = pipeline.detector.detect
+    monkeypatch.setattr(pipeline.detector, "detect", lambda images: full_calls.append(len(images)) or
+                        real_detect(images))
+    portrait = cv2.imdecode(np.frombuffer(samples["frontal"], np.uint8), cv2.IMREAD_COLOR)
+    stages.detect_largest([portrait])
+    assert full_calls == []  # a probe's face settles it on the small canvas
+    blank = np.full((300, 300, 3), 128, np.uint8)
+    small = cv2.resize(portrait, None, fx=0.5, fy=0.5)
+    tiny = np.full((1200, 1200, 3), 90, np.uint8)
+    tiny[:small.shape[0], :small.shape[1]] = small
+    twins = np.hstack([portrait, cv2.flip(portrait, 1)])
+    found = stages.detect_largest([blank, tiny, twins])
+    assert full_calls == [3]
+    assert len(found[0]) == 0 and len(found[1]) >= 1 and len(found[2]) == 2
