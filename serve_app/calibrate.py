@@ -256,11 +256,15 @@ def _print(answer: dict[str, Any]) -> None:
     console.print(f"[bold]{inputs['people']} people, {inputs['photos']} photos[/bold]: "
                   f"{answer['trials']['genuine']} genuine and {answer['trials']['impostor']} impostor trials "
                   f"({answer['trials']['templates']} templates of up to {inputs['enroll_photos']} photos)")
-    for label, key in (("faces not found", "faces_not_found"), ("refused by the enrollment quality gate",
-                                                                 "low_quality_enrollment_photos"),
-                       ("enrollments refused (photos disagree)", "refused_enrollments")):
-        if inputs[key]:
-            console.print(f"[yellow]{len(inputs[key])} {label}[/yellow] (listed in the JSON)")
+    if inputs["faces_not_found"]:
+        console.print(f"[yellow]{len(inputs['faces_not_found'])} photos without a face[/yellow] (listed in the JSON)")
+    refused = inputs["low_quality_enrollment_photos"]
+    if refused:
+        console.print(f"[yellow]{sum(map(len, refused.values()))} photos of {len(refused)} people refused by the "
+                      "enrollment quality gate[/yellow] (listed in the JSON; they still probe)")
+    if inputs["refused_enrollments"]:
+        console.print(f"[yellow]{len(inputs['refused_enrollments'])} enrollments refused: their photos disagree"
+                      "[/yellow] (listed in the JSON)")
     table = Table("operating point", "threshold", "TAR", "FAR", title="Similarity scale (1 + cos) / 2")
     for row in answer["tar_at_far"]:
         if row["tar"] is None:

@@ -77,7 +77,12 @@ def roc(genuine: np.ndarray, impostor: np.ndarray) -> Roc:
 
 
 def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> OperatingPoint:
-    """Where FAR meets FRR (1 - TAR), interpolated between the two ROC points around it."""
+    """Where FAR meets FRR (1 - TAR), interpolated between the two ROC points around it.
+    When the scores do not overlap it is 0, halfway between the highest impostor and the
+    lowest genuine score."""
+    genuine, impostor = _scores(genuine), _scores(impostor)
+    if impostor.max() < genuine.min():
+        return OperatingPoint(float(impostor.max() + genuine.min()) / 2, 1.0, 0.0)
     curve = roc(genuine, impostor)
     frr = 1.0 - curve.tar
     gap = frr - curve.far  # falls from 1 (nothing accepted) to -1 (everything accepted)

@@ -7,6 +7,7 @@ requests that `@serve.batch` gathered; tests call it directly.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -33,6 +34,7 @@ from serve_app.images import (
 from serve_app.models.detector import Detections, FaceDetector
 from serve_app.models.recognizer import FaceRecognizer
 from serve_app.quality import QualityMeasures, measure
+from serve_app.stage_timing import BatchTimings
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ class EmbedResult:
     excess_faces_dropped: int = 0
     p_hash: str | None = None
     error: DomainError | None = None
+    # The stage times of the batch this request ran in (for the Server-Timing header).
+    timings: BatchTimings | None = None
 
     def largest(self) -> Face:
         """The one face of a probe; raises the refusal the request earned."""
@@ -142,6 +146,7 @@ class FacePipeline:
                 "vector_dim": self.dim}
 
     def run(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
+        started = time.perf_counter()
         results = [EmbedResult() for _ in requests]
         jobs: list[_Job] = []
         for index, request in enumerate(requests):
@@ -149,7 +154,9 @@ class FacePipeline:
             if job is not None:
                 jobs.append(job)
 
+        decoded = time.perf_counter()
         detections = self._detect(jobs, results)
+        detected = time.perf_counter()
         for job, found in zip(jobs, detections, strict=True):
             if found is not None:
                 _guarded(results[job.index], self._crop, job, found, results[job.index])
@@ -161,6 +168,11 @@ class FacePipeline:
                 continue
             for (box, score, quality), vector in zip(job.faces, vectors, strict=True):
                 results[job.index].faces.append(Face(box=box, det_score=score, embedding=vector, quality=quality))
+        # Alignment (and any finer re-decode it needed) counts with embedding, as before.
+        timings = BatchTimings(decode=decoded - started, detect=detected - decoded,
+                               embed=time.perf_counter() - detected)
+        for result in results:
+            result.timings = timings
         return results
 
     def _open(self, index: int, request: EmbedRequest) -> _Job:
@@ -295,7 +307,8 @@ def load_pipeline(settings: Settings) -> FacePipeline:
     providers = choose_providers(settings.face_device)
     detector = FaceDetector(pack.detector, providers, input_size=settings.det_size,
                             threshold=settings.det_threshold,
-                            intra_op_threads=settings.ort_intra_op_threads)
+                            intra_op_threads=settings.ort_intra_op_threads,
+                            square_canvas=providers[0] == "CUDAExecutionProvider")
     recognizer = FaceRecognizer(pack.recognizer, providers,
                                 intra_op_threads=settings.ort_intra_op_threads)
     if recognizer.dim != settings.vector_dim:

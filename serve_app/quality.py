@@ -96,16 +96,23 @@ def _face_region(crop: np.ndarray) -> np.ndarray:
     return gray[y1:y2, x1:x2]
 
 
+def _sharpness(region: np.ndarray) -> float:
+    return float(cv2.Laplacian(region, cv2.CV_64F).var())
+
+
+def _exposure(region: np.ndarray) -> tuple[float, float]:
+    clipped = np.count_nonzero((region <= _DARK) | (region >= _BRIGHT)) / max(region.size, 1)
+    return float(region.mean()), float(clipped)
+
+
 def sharpness(crop: np.ndarray) -> float:
     """Variance of the Laplacian: high for crisp edges, near zero for a blurred face."""
-    return float(cv2.Laplacian(_face_region(crop), cv2.CV_64F).var())
+    return _sharpness(_face_region(crop))
 
 
 def exposure(crop: np.ndarray) -> tuple[float, float]:
     """Mean luminance of the face region and the fraction of it clipped at either end."""
-    region = _face_region(crop)
-    clipped = np.count_nonzero((region <= _DARK) | (region >= _BRIGHT)) / max(region.size, 1)
-    return float(region.mean()), float(clipped)
+    return _exposure(_face_region(crop))
 
 
 def pose(landmarks: np.ndarray) -> tuple[float, float]:
@@ -139,12 +146,13 @@ def pose(landmarks: np.ndarray) -> tuple[float, float]:
 
 def measure(crop: np.ndarray, landmarks: np.ndarray, box: tuple[float, float, float, float],
             det_score: float) -> QualityMeasures:
-    brightness, clipped = exposure(crop)
+    region = _face_region(crop)
+    brightness, clipped = _exposure(region)
     yaw, pitch = pose(landmarks)
     return QualityMeasures(
         face_size=float(min(box[2] - box[0], box[3] - box[1])),
         det_score=float(det_score),
-        sharpness=sharpness(crop),
+        sharpness=_sharpness(region),
         brightness=brightness,
         clipped=clipped,
         yaw=yaw,

@@ -10,7 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 import serve_app.calibrate as calibrate_module
+from serve_app.embedding import EmbedRequest
 from serve_app.samples import encode_jpeg, labelled_people
+from serve_app.similarity import cosine, similarity_from_cosine
 
 runner = CliRunner()
 SOURCES = ("t1.jpg", "gdp.jpg", "yaoming.jpg")
@@ -98,3 +100,12 @@ def test_a_malformed_csv_row_is_refused(tmp_path) -> None:
     (tmp_path / "labels.csv").write_text("a.jpg,ann\nb.jpg\n")
     result = _invoke(str(tmp_path / "labels.csv"))
     assert result.exit_code == 2 and "labels.csv:2" in result.output
+
+
+def test_the_portraits_man_in_the_team_photo_is_one_person(pipeline) -> None:
+    shots = list(labelled_people(pipeline.detector, 1, sources=("players.jpg", "yaoming.jpg")))
+    people = [person for person, _, _ in shots]
+    assert people.count("yaoming_00") == 2 and len(set(people)) == len(people) - 1
+    photos = [data for person, _, data in shots if person == "yaoming_00"]
+    first, second = (pipeline.run([EmbedRequest(data)])[0].largest().embedding for data in photos)
+    assert similarity_from_cosine(cosine(first, second)) >= 0.78

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serve_app.calibration import equal_error_rate, rates_at, roc, tar_at_far, threshold_for_far
+from serve_app.calibration import OperatingPoint, equal_error_rate, rates_at, roc, tar_at_far, threshold_for_far
 
 # Impostors evenly spread over [0.2, 0.7), genuine trials over [0.6, 1.0), 1000 of each:
 # between 0.6 and 0.7, FAR(t) = (0.7 - t) / 0.5 and FRR(t) = (t - 0.6) / 0.4.
@@ -52,7 +52,7 @@ def test_equal_error_rate_on_evenly_spread_scores() -> None:
 
 def test_perfectly_separated_scores() -> None:
     genuine, impostor = np.array([0.8, 0.9, 0.95]), np.array([0.3, 0.4, 0.5, 0.6])
-    assert equal_error_rate(genuine, impostor).far == 0.0
+    assert equal_error_rate(genuine, impostor) == OperatingPoint(0.7, 1.0, 0.0)  # halfway 0.6 .. 0.8
     current = rates_at(genuine, impostor, 0.78)
     assert (current.tar, current.far) == (1.0, 0.0)
     curve = roc(genuine, impostor)

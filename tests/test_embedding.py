@@ -135,15 +135,32 @@ def test_a_model_failing_on_one_image_fails_only_that_request(pipeline, samples)
     assert detector.calls > 1 and recognizer.calls > 1  # the batched calls failed and were split
 
 
+class RecordedMetrics:
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+
+    def batch(self, timings, images: int, faces: int) -> None:
+        self.batches.append((images, faces))
+
+
+def bare_embedder(pipeline: FacePipeline):
+    """A FaceEmbedder around the test's pipeline, outside Serve, and the undecorated body of
+    its @serve.batch method (what each batch runs)."""
+    cls = FaceEmbedder.func_or_class
+    embedder = cls.__new__(cls)
+    embedder.pipeline = pipeline
+    embedder.metrics = RecordedMetrics()
+    return embedder, cls.embed.__wrapped__
+
+
 def test_the_deployments_batch_method_isolates_requests(pipeline, samples, monkeypatch) -> None:
     """FaceEmbedder.embed (the body @serve.batch runs): hostile members answer alone, and
     should FacePipeline.run itself raise for a batch, its requests are re-run one by one."""
-    embedder = FaceEmbedder.func_or_class.__new__(FaceEmbedder.func_or_class)
-    embedder.pipeline = pipeline
-    batch_method = FaceEmbedder.func_or_class.embed.__wrapped__
+    embedder, batch_method = bare_embedder(pipeline)
     requests, expected = mixed_batch(samples)
     alone = {r.data: pipeline.run([r])[0] for i, r in enumerate(requests) if expected[i] is None}
     check_mixed(asyncio.run(batch_method(embedder, requests)), requests, expected, alone)
+    assert embedder.metrics.batches[0][0] == len(requests)
 
     poison = b"poison"
     real_run = pipeline.run
@@ -201,9 +218,7 @@ def test_recognizer_calls_are_bounded_however_many_faces_a_batch_has(pipeline, m
 def test_heap_released_after_a_batch_with_a_large_image(pipeline, samples, photos, monkeypatch) -> None:
     calls: list[bool] = []
     monkeypatch.setattr(embedder_module, "release_free_heap", lambda: calls.append(True) or True)
-    embedder = FaceEmbedder.func_or_class.__new__(FaceEmbedder.func_or_class)
-    embedder.pipeline = pipeline
-    batch_method = FaceEmbedder.func_or_class.embed.__wrapped__
+    embedder, batch_method = bare_embedder(pipeline)
     asyncio.run(batch_method(embedder, [EmbedRequest(samples["frontal"])] * 2))
     assert calls == []  # small photos: nothing worth a trim
     asyncio.run(batch_method(embedder, [EmbedRequest(samples["frontal"]), EmbedRequest(photos["frontal@12MP"])]))

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import onnx
+import onnx.numpy_helper
 from insightface.model_zoo import get_model
 from insightface.utils import face_align
 
@@ -262,3 +263,44 @@ def test_alignment_matches_insightface_norm_crop(pipeline, players) -> None:
         assert difference.max() <= 1, difference.max()  # rounding of the warp, nothing more
     cosines = np.sum(pipeline.recognizer.embed(ours) * pipeline.recognizer.embed(theirs), axis=1)
     assert len(cosines) >= 10 and cosines.min() > 0.999, cosines.min()
+
+
+def test_recognizer_that_cannot_batch_is_refused_at_warm_up(tmp_path) -> None:
+    """A graph that really fixes the batch at 1 (here: a Reshape to [1, 512] after the
+    embedding) cannot be corrected by a declaration; the warm-up batch of two says so."""
+    model = onnx.load(str(locate_pack(None).recognizer))
+    graph = model.graph
+    output = graph.output[0].name
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array([1, 512], np.int64), "fixed_shape"))
+    graph.node.append(onnx.helper.make_node("Reshape", [output, "fixed_shape"], ["fixed_output"]))
+    graph.output[0].name = "fixed_output"
+    path = tmp_path / "w600k_batch_one.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(UnsuitableModel, match="warm-up"):
+        FaceRecognizer(path, CPU)
+
+
+def test_square_canvas_gives_one_network_call_and_insightface_s_layout(pipeline) -> None:
+    """The GPU layout: every photo on the full square, so a batch of mixed photos is one
+    input shape (one call) and the result is InsightFace's own, to a fraction of a pixel."""
+    pack = locate_pack(None)
+    square = FaceDetector(pack.detector, ["CPUExecutionProvider"], square_canvas=True)
+    fitted = FaceDetector(pack.detector, ["CPUExecutionProvider"])
+    images = [read_package_image(name) for name in ("t1.jpg", "gdp.jpg", "yaoming.jpg")]
+    calls: list[tuple[int, ...]] = []
+    for detector in (square, fitted):
+        run = detector._run
+        detector._run = lambda blob, run=run: calls.append(blob.shape) or run(blob)  # type: ignore[method-assign]
+    square.detect(images)
+    assert calls == [(3, 3, 640, 640)]
+    calls.clear()
+    fitted.detect(images)
+    assert len(calls) == 3
+    reference = get_model(str(pack.detector), providers=["CPUExecutionProvider"], download=False)
+    reference.prepare(ctx_id=-1, input_size=(640, 640), det_thresh=0.5)
+    for image, ours in zip(images, square.detect(images), strict=True):
+        expected, _ = reference.detect(image, input_size=(640, 640))
+        strong = expected[expected[:, 4] >= 0.7]
+        assert len(strong) > 0
+        for box in strong[:, :4]:
+            assert np.abs(ours.boxes - box).max(axis=1).min() < 2.0

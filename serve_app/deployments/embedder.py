@@ -10,6 +10,7 @@ from typing import Any
 
 from ray import serve
 
+from serve_app.component_metrics import EmbedderMetrics
 from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, EmbedResult, load_pipeline
 from serve_app.errors import InvalidImage
@@ -36,6 +37,7 @@ class FaceEmbedder:
         # The models run a warm-up batch as they load: the first request does not pay for it.
         self.pipeline = load_pipeline(Settings())
         self.batch_config = dict(DEFAULT_BATCH)
+        self.metrics = EmbedderMetrics()
         logger.info("FaceEmbedder ready: detector on %s, recognizer on %s",
                     self.pipeline.detector.provider, self.pipeline.recognizer.provider)
 
@@ -58,6 +60,9 @@ class FaceEmbedder:
             # only the request that causes it fails, never the batch it arrived in.
             logger.exception("embedding batch of %d failed; re-running its requests one by one", len(requests))
             return [await self._embed_alone(request) for request in requests]
+        timings = results[0].timings if results else None
+        if timings is not None:
+            self.metrics.batch(timings, images=len(requests), faces=sum(len(result.faces) for result in results))
         if any(result.width * result.height > TRIM_AFTER_PIXELS for result in results):
             await asyncio.to_thread(release_free_heap)
         return results

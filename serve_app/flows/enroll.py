@@ -53,13 +53,16 @@ async def enroll_identity(ports: Ports, tenant_id: str, identity_id: str, images
         )
         for index, face in enumerate(faces)
     ]
-    await ports.repository.save_identity(
+    generation = await ports.repository.save_identity(
         tenant_id, identity_id, template, enrollment_faces,
         {"images": len(faces), "consistency": round(consistency, 4)},
     )
-    # Faces ingested before this (re-)enrollment learn who they are (or no longer are).
+    # Faces ingested before this (re-)enrollment learn who they are (or no longer are),
+    # under this enrollment's generation: should a DELETE or another enrollment of the same
+    # identity overtake it, the re-tag notices and takes its tags back.
     retagged = await ports.repository.retag_identity(
-        tenant_id, identity_id, template, cosine_from_similarity(settings.verify_hi_threshold), settings.retag_max_faces
+        tenant_id, identity_id, template, cosine_from_similarity(settings.verify_hi_threshold),
+        settings.retag_max_faces, generation,
     )
     return EnrollResponse(
         ok=True,

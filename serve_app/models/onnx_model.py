@@ -97,7 +97,12 @@ class OnnxModel:
                                             providers=list(providers))
         self.input_name: str = self.session.get_inputs()[0].name
         self.output_names: list[str] = [output.name for output in self.session.get_outputs()]
-        self.warm_up()
+        try:
+            self.warm_up()
+        except UnsuitableModel:
+            raise
+        except Exception as error:  # onnxruntime's own errors share no base class but Exception
+            raise UnsuitableModel(f"{path.name} failed its warm-up run ({type(error).__name__}: {error})") from error
 
     @property
     def name(self) -> str:

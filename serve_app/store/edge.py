@@ -7,6 +7,8 @@ the FaceStore deployment therefore runs a single replica in this mode.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,6 +41,11 @@ def _filter(where: Filter) -> qe.Filter | None:
     if not where:
         return None
     return qe.Filter(must=[_condition(key, value) for key, value in where.items()])
+
+
+def _among(ids: Sequence[str], where: Filter) -> qe.Filter:
+    """The points among `ids` that match `where` (missing ids simply match nothing)."""
+    return qe.Filter(must=[qe.HasIdCondition(set(ids)), *(_condition(k, v) for k, v in where.items())])
 
 
 class EdgeStore(VectorStore):
@@ -94,12 +101,13 @@ class EdgeStore(VectorStore):
                                 if index.data_type == qe.PayloadSchemaType.Keyword))
         return CollectionInfo(collection, info.points_count, self._dims[collection], keywords)
 
-    def upsert(self, collection: str, records: Sequence[Record]) -> None:
+    def upsert(self, collection: str, records: Sequence[Record], only_new: bool = False) -> None:
         if not records:
             return
         points = [qe.Point(r.id, as_list(r.vector), dict(r.payload)) for r in records]  # type: ignore[arg-type]
+        mode = qe.UpdateMode.InsertOnly if only_new else None
         with self._lock:
-            self._shard(collection).update(qe.UpdateOperation.upsert_points(points))
+            self._shard(collection).update(qe.UpdateOperation.upsert_points(points, update_mode=mode))
 
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
         if not ids:
@@ -147,13 +155,23 @@ class EdgeStore(VectorStore):
         with self._lock:
             self._shard(collection).update(operation)
 
-    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any]) -> None:
-        if ids:
+    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any],
+                    where: Filter | None = None) -> None:
+        if not ids:
+            return
+        if where is None:
             self._write(collection, qe.UpdateOperation.set_payload(list(ids), dict(payload)))
+        else:
+            self._write(collection, qe.UpdateOperation.set_payload_by_filter(_among(ids, where), dict(payload)))
 
-    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str]) -> None:
-        if ids:
+    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str],
+                            where: Filter | None = None) -> None:
+        if not ids:
+            return
+        if where is None:
             self._write(collection, qe.UpdateOperation.delete_payload(list(ids), list(keys)))
+        else:
+            self._write(collection, qe.UpdateOperation.delete_payload_by_filter(_among(ids, where), list(keys)))
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
@@ -164,6 +182,24 @@ class EdgeStore(VectorStore):
         if flt is None:
             raise ValueError("refusing to delete a whole collection without a filter")
         self._write(collection, qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def _metadata_path(self, collection: str) -> Path:
+        # Beside the shard directory, which belongs to Edge.
+        return self.root / f"{collection}.metadata.json"
+
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        self._shard(collection)
+        path = self._metadata_path(collection)
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        with self._lock:
+            merged = {**self.collection_metadata(collection), **metadata}
+            path = self._metadata_path(collection)
+            # Written whole, then renamed: a crash leaves the old record or the new one.
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps(merged, sort_keys=True))
+            os.replace(partial, path)
 
     def close(self) -> None:
         with self._lock:
