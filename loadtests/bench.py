@@ -9,7 +9,10 @@ Measured in one run, on this machine, with the same request bodies:
       zoo's detector at 640 and recognizer, templates in the same Qdrant Edge store);
   inprocess (peer b): `loadtests.naive_peer`, this service's own app and pipeline in one
       process without Ray: what it saves over the graph is what the graph's hops cost.
-Each server gets closed-loop verify load at increasing concurrency for each probe kind:
+All servers run at once and take turns: each step (probe kind, client count) runs on
+every server before the next, so a shared machine's drift falls on all alike (an idle
+server's background work is part of that noise). Each step is closed-loop verify load,
+for each probe kind:
 `small` (the sample probe of the enrolled person and a different person, alternating)
 and `phone12mp` (the same two as 12 MP phone photos with EXIF orientation,
 `loadtests.phone_photo`). Per step: verify/s, p50/p95/p99 and CPU milliseconds per
@@ -303,32 +306,47 @@ def health_provider(url: str) -> str | None:
     return ((body or {}).get("components", {}).get("embedder", {}) or {}).get("provider")
 
 
-def measure_server(name: str, images: dict[str, dict[str, bytes]], args: argparse.Namespace) -> dict[str, Any]:
-    """Start a server, load it with each probe kind step by step, stop it, remove its data."""
-    server = make_server(name, args)
-    measured: dict[str, Any] = {"startup_s": None, "similarities": {}, "curves": []}
+def measure_all(names: list[str], images: dict[str, dict[str, bytes]],
+                args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Start every server, then load them in turn, step by step: each step of each probe
+    kind runs on every server before the next step starts, so that the shared machine's
+    drift falls on all of them alike. Stops the servers and removes their data."""
+    servers: dict[str, Server] = {}
+    measured: dict[str, dict[str, Any]] = {name: {"startup_s": None, "similarities": {}, "curves": []}
+                                           for name in names}
     try:
-        measured["startup_s"] = server.start()
-        provider = health_provider(server.url)
-        enroll(server.url)
-        meter = CpuMeter(server.pids, fixed_role=None if name == "graph" else "peer")
+        for name in names:
+            print(f"starting {LABELS[name]} ...", flush=True)
+            servers[name] = make_server(name, args)
+            measured[name]["startup_s"] = servers[name].start()
+            enroll(servers[name].url)
+        meters = {name: CpuMeter(server.pids, fixed_role=None if name == "graph" else "peer")
+                  for name, server in servers.items()}
+        providers = {name: health_provider(server.url) for name, server in servers.items()}
         for kind, kind_images in images.items():
             bodies = verify_bodies(kind_images)
-            measured["similarities"][kind] = dict(zip(kind_images, warm(server.url, bodies), strict=True))
-            curve = Curve(name, kind, provider)
+            curves = {name: Curve(name, kind, providers[name]) for name in names}
+            for name, server in servers.items():
+                measured[name]["similarities"][kind] = dict(zip(kind_images, warm(server.url, bodies), strict=True))
+            saturated: set[str] = set()
             for concurrency in args.concurrency:
-                step = asyncio.run(closed_loop(server.url, bodies, concurrency, args.warmup_seconds,
-                                               args.step_seconds, meter))
-                curve.steps.append(step)
-                cpu = step.cpu_ms.get("total", float("nan"))
-                print(f"  {name:<11} {kind:<9} c={concurrency:<3} {step.rps:6.1f} rps  p50 {step.p50_ms:5.0f} ms  "
-                      f"p95 {step.p95_ms:5.0f} ms  errors {step.errors}  cpu {cpu:5.1f} ms/verify", flush=True)
-                if step.p95_ms > args.stop_factor * args.p95_ms:
-                    break  # saturated: more clients only lengthen the queue
-            measured["curves"].append(curve)
+                for name, server in servers.items():
+                    if name in saturated:
+                        continue
+                    step = asyncio.run(closed_loop(server.url, bodies, concurrency, args.warmup_seconds,
+                                                   args.step_seconds, meters[name]))
+                    curves[name].steps.append(step)
+                    cpu = step.cpu_ms.get("total", float("nan"))
+                    print(f"  {name:<11} {kind:<9} c={concurrency:<3} {step.rps:6.1f} rps  p50 {step.p50_ms:5.0f} ms"
+                          f"  p95 {step.p95_ms:5.0f} ms  errors {step.errors}  cpu {cpu:5.1f} ms/verify", flush=True)
+                    if step.p95_ms > args.stop_factor * args.p95_ms:
+                        saturated.add(name)  # more clients only lengthen its queue
+            for name in names:
+                measured[name]["curves"].append(curves[name])
     finally:
-        server.stop()
-        shutil.rmtree(server.data_dir, ignore_errors=True)
+        for server in servers.values():
+            server.stop()
+            shutil.rmtree(server.data_dir, ignore_errors=True)
     return measured
 
 
@@ -478,11 +496,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         models = measure_models(args.models_seconds)
         gc.collect()  # the sessions and their thread pools go before the servers start
     images = probe_images(args.probes)
-    measured = {}
-    for name in args.only:
-        if name != "models":
-            print(f"{LABELS[name]} ...", flush=True)
-            measured[name] = measure_server(name, images, args)
+    measured = measure_all([name for name in args.only if name != "models"], images, args)
     data = report(models, measured, args)
     print_report(data)
     path = args.out / "bench.json"
