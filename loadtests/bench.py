@@ -61,6 +61,10 @@ IDENTITY = "bench-person"
 PROBES = ("probe_same_person", "different_person")
 SERVERS = ("graph", "insightface", "inprocess")
 PEER_MODULES = {"insightface": "loadtests.insightface_peer", "inprocess": "loadtests.naive_peer"}
+# The in-process peer runs the models as the graph's FaceEmbedder replicas do (one
+# onnxruntime thread per call, serve_config.yaml), so that the two differ only by the
+# graph's hops. Peer (a) keeps onnxruntime's defaults, as a user's script would.
+PEER_ENV = {"inprocess": {"ORT_INTRA_OP_THREADS": "1"}, "insightface": {}}
 PROBE_KINDS = ("small", "phone12mp")
 LABELS = {
     "graph": "Serve graph",
@@ -251,8 +255,9 @@ class Server(Protocol):
 class PeerProcess:
     """A one-process peer (`python -m <module> --port N`) as a child on its own port and store."""
 
-    def __init__(self, module: str, data_dir: Path, log_path: Path) -> None:
+    def __init__(self, module: str, data_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.module, self.data_dir, self.log_path = module, data_dir, log_path
+        self.env = env or {}
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -265,7 +270,7 @@ class PeerProcess:
         return [self.process.pid] if self.process is not None else []
 
     def start(self, timeout_s: float = 180.0) -> float:
-        env = {**os.environ, "QDRANT_PATH": str(self.data_dir / "qdrant")}
+        env = {**os.environ, **self.env, "QDRANT_PATH": str(self.data_dir / "qdrant")}
         started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -298,7 +303,7 @@ def make_server(name: str, args: argparse.Namespace) -> Server:
     data_dir = Path(tempfile.mkdtemp(prefix=f"face-bench-{name}-"))
     if name == "graph":
         return ServeProcess(data_dir, config=args.config, log_path=args.out / "serve.log")
-    return PeerProcess(PEER_MODULES[name], data_dir, args.out / f"{name}.log")
+    return PeerProcess(PEER_MODULES[name], data_dir, args.out / f"{name}.log", PEER_ENV[name])
 
 
 def health_provider(url: str) -> str | None:
