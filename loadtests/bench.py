@@ -476,7 +476,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models-seconds", type=float, default=6.0, help="per models measurement")
     parser.add_argument("--p95-ms", type=float, default=300.0, help="verification P95 target")
     parser.add_argument("--cpu-at", type=int, default=8, help="clients of the step whose CPU figures are compared")
-    parser.add_argument("--stop-factor", type=float, default=2.5,
+    parser.add_argument("--stop-factor", type=float, default=5.0,
                         help="stop a curve after a step whose P95 exceeds this many times the target")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="Serve config for the graph")
     parser.add_argument("--only", type=names(("models", *SERVERS)), default=["models", *SERVERS],
