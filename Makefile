@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 install-gpu: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[gpu]'
 	$(BIN)/python -m pip uninstall --yes onnxruntime onnxruntime-gpu
-	$(BIN)/python -m pip install --quiet --no-deps 'onnxruntime-gpu>=1.20,<2'
+	$(BIN)/python -m pip install --quiet 'onnxruntime-gpu[cuda,cudnn]>=1.21,<2'
 	$(BIN)/python -c "import onnxruntime as o; print('onnxruntime providers:', o.get_available_providers())"
 
 # A single-machine Ray binds its metrics agent to loopback only when it does not run as a
@@ -37,7 +37,7 @@ run: $(STAMP)
 	RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/serve run serve_config.yaml
 
 test: $(STAMP)
-	$(BIN)/ruff check serve_app loadtests scripts tests
+	$(BIN)/ruff check serve_app loadtests scripts tests deploy
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 

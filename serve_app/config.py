@@ -62,6 +62,21 @@ class Settings(BaseSettings):
     min_face_size: int = Field(20, ge=1, description="Smallest face side in pixels")
     ort_intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime default")
 
+    # --- face quality gate (serve_app.quality; README "Quality gate" says how the defaults
+    # were measured) ------------------------------------------------------------------
+    # Enrollment refuses a photo whose face is outside any limit; verify and search report
+    # the same measures and refuse only when quality_gate_probes is set.
+    quality_gate_enrollment: bool = True
+    quality_gate_probes: bool = False
+    quality_min_face_size: float = Field(32.0, ge=0.0, description="Shorter side of the face box, pixels")
+    quality_min_det_score: float = Field(0.6, ge=0.0, le=1.0)
+    quality_min_sharpness: float = Field(30.0, ge=0.0, description="Variance of the Laplacian of the face crop")
+    quality_min_brightness: float = Field(50.0, ge=0.0, le=255.0)
+    quality_max_brightness: float = Field(210.0, ge=0.0, le=255.0)
+    quality_max_clipped: float = Field(0.10, ge=0.0, le=1.0, description="Fraction of face pixels at black or white")
+    quality_max_yaw: float = Field(30.0, ge=0.0, le=90.0, description="Degrees")
+    quality_max_pitch: float = Field(40.0, ge=0.0, le=90.0, description="Degrees")
+
     # --- auth -----------------------------------------------------------------------
     # Off for local development (a loud warning at start); configs/production.yaml turns it on.
     auth_enabled: bool = False
@@ -82,6 +97,8 @@ class Settings(BaseSettings):
     def _floor_below_default(self) -> "Settings":
         if self.verify_threshold_floor > self.verify_hi_threshold:
             raise ValueError("VERIFY_THRESHOLD_FLOOR must not exceed VERIFY_HI_THRESHOLD")
+        if self.quality_min_brightness > self.quality_max_brightness:
+            raise ValueError("QUALITY_MIN_BRIGHTNESS must not exceed QUALITY_MAX_BRIGHTNESS")
         return self
 
     @classmethod

@@ -6,6 +6,7 @@ requests that `@serve.batch` gathered; tests call it directly.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -18,6 +19,8 @@ from serve_app.errors import DomainError, NoFaceDetected
 from serve_app.images import load_image
 from serve_app.models.detector import FaceDetector
 from serve_app.models.recognizer import FaceRecognizer
+from serve_app.quality import QualityMeasures, measure
+from serve_app.stage_timing import BatchTimings
 
 
 class FaceSelection(str, Enum):
@@ -30,6 +33,7 @@ class Face:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
     det_score: float
     embedding: np.ndarray  # (dim,) float32, unit length
+    quality: QualityMeasures
 
     def describe(self) -> dict[str, Any]:
         """Box and detector score as stored with the face and shown to clients."""
@@ -54,6 +58,8 @@ class EmbedResult:
     small_faces_dropped: int = 0
     p_hash: str | None = None
     error: DomainError | None = None
+    # The stage times of the batch this request ran in (for the Server-Timing header).
+    timings: BatchTimings | None = None
 
     def largest(self) -> Face:
         """The one face of a probe; raises the refusal the request earned."""
@@ -87,6 +93,7 @@ class FacePipeline:
                 "vector_dim": self.dim}
 
     def run(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
+        started = time.perf_counter()
         results = [EmbedResult() for _ in requests]
         images: list[np.ndarray] = []
         owners: list[int] = []
@@ -102,19 +109,28 @@ class FacePipeline:
             images.append(image)
             owners.append(index)
 
+        decoded = time.perf_counter()
         detections = self.detector.detect(images)
+        detected = time.perf_counter()
         crops: list[np.ndarray] = []
-        pending: list[tuple[int, tuple[float, float, float, float], float]] = []
+        pending: list[tuple[int, tuple[float, float, float, float], float, QualityMeasures]] = []
         for image, owner, found in zip(images, owners, detections, strict=True):
             chosen = self._select(found, requests[owner].selection, results[owner])
             for face_index in chosen:
-                crops.append(self.recognizer.align(image, found.landmarks[face_index]))
-                box = tuple(float(v) for v in found.boxes[face_index])
-                pending.append((owner, box, float(found.scores[face_index])))  # type: ignore[arg-type]
+                crop = self.recognizer.align(image, found.landmarks[face_index])
+                x1, y1, x2, y2 = (float(v) for v in found.boxes[face_index])
+                score = float(found.scores[face_index])
+                crops.append(crop)
+                pending.append((owner, (x1, y1, x2, y2), score,
+                                measure(crop, found.landmarks[face_index], (x1, y1, x2, y2), score)))
 
         embeddings = self.recognizer.embed(crops)
-        for (owner, box, score), embedding in zip(pending, embeddings, strict=True):
-            results[owner].faces.append(Face(box=box, det_score=score, embedding=embedding))
+        for (owner, box, score, quality), embedding in zip(pending, embeddings, strict=True):
+            results[owner].faces.append(Face(box=box, det_score=score, embedding=embedding, quality=quality))
+        timings = BatchTimings(decode=decoded - started, detect=detected - decoded,
+                               embed=time.perf_counter() - detected)
+        for result in results:
+            result.timings = timings
         return results
 
     def _select(self, found: Any, selection: FaceSelection, result: EmbedResult) -> list[int]:
@@ -146,7 +162,8 @@ def load_pipeline(settings: Settings) -> FacePipeline:
     providers = choose_providers(settings.face_device)
     detector = FaceDetector(pack.detector, providers, input_size=settings.det_size,
                             threshold=settings.det_threshold,
-                            intra_op_threads=settings.ort_intra_op_threads)
+                            intra_op_threads=settings.ort_intra_op_threads,
+                            square_canvas=providers[0] == "CUDAExecutionProvider")
     recognizer = FaceRecognizer(pack.recognizer, providers,
                                 intra_op_threads=settings.ort_intra_op_threads)
     if recognizer.dim != settings.vector_dim:

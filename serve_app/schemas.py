@@ -67,9 +67,22 @@ class Box(BaseModel):
     y2: float
 
 
+class QualityInfo(BaseModel):
+    """The face's quality measures (serve_app.quality; limits: the QUALITY_* settings)."""
+
+    face_size: float = Field(description="Shorter side of the face box, pixels")
+    det_score: float
+    sharpness: float = Field(description="Variance of the Laplacian of the aligned face")
+    brightness: float = Field(description="Mean luminance of the aligned face, 0-255")
+    clipped: float = Field(description="Fraction of the face's pixels at black or white")
+    yaw: float = Field(description="Degrees, + = turned towards the image's right")
+    pitch: float = Field(description="Degrees, + = tilted down")
+
+
 class FaceInfo(BaseModel):
     box: Box
     det_score: float
+    quality: QualityInfo | None = None
 
 
 class FaceHit(BaseModel):

@@ -7,12 +7,14 @@ direction, so similarities are known exactly and the tests can aim at the thresh
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 
 from serve_app.embedding import EmbedRequest, EmbedResult, Face
 from serve_app.errors import NoFaceDetected
 from serve_app.metrics import ServiceMetrics
+from serve_app.quality import QualityMeasures
 
 DIM = 16
 
@@ -28,8 +30,20 @@ def blend(name: str, other: str, weight: float) -> np.ndarray:
     return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
+# A well-lit, sharp, frontal face, comfortably inside the default quality limits.
+GOOD_QUALITY = QualityMeasures(face_size=100.0, det_score=0.9, sharpness=250.0, brightness=140.0, clipped=0.0,
+                               yaw=2.0, pitch=-3.0)
+# Photo variants with a known quality fault: b"alice/blurred" is alice, out of focus.
+FAULTS = {
+    "blurred": {"sharpness": 8.0},
+    "turned": {"yaw": -48.0},
+    "dark": {"brightness": 30.0, "sharpness": 20.0},
+}
+
+
 class FakeEmbedder:
-    """b"alice/3" -> alice's direction nudged by a per-photo variation; b"noface" -> 422."""
+    """b"alice/3" -> alice's direction nudged by a per-photo variation; b"noface" -> 422;
+    a variant named in FAULTS (b"alice/blurred") carries that quality fault."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -44,8 +58,10 @@ class FakeEmbedder:
         else:
             name, _, variant = request.data.decode().partition("/")
             vector = blend(name, f"noise-{variant}", 0.15) if variant else direction(name)
+        variant = request.data.partition(b"/")[2].decode(errors="replace")
+        quality = replace(GOOD_QUALITY, **FAULTS.get(variant, {}))
         p_hash = hashlib.sha256(request.data).hexdigest()[:16] if request.with_phash else None
-        return EmbedResult(faces=[Face((10.0, 10.0, 90.0, 110.0), 0.9, vector)], width=100, height=120,
+        return EmbedResult(faces=[Face((10.0, 10.0, 90.0, 110.0), 0.9, vector, quality)], width=100, height=120,
                            p_hash=p_hash)
 
     async def health(self) -> dict[str, object]:

@@ -38,7 +38,9 @@ def enroll(repo: FaceRepository, tenant: str, identity: str, seeds: list[int]) -
 def ingest_face(repo: FaceRepository, tenant: str, face_id: str, vector, identity: str | None) -> None:
     payload = {"tenant_id": tenant, "source": "ingest", "image_id": face_id}
     if identity:
-        payload.update(identity_id=identity, identity_score=0.9)
+        # Tagged as ingestion tags: under the identity's current generation.
+        payload.update(identity_id=identity, identity_score=0.9,
+                       identity_gen=repo.get_identity(tenant, identity).generation)
     repo.store.upsert(repo.faces, [Record(point_id("face", tenant, face_id), payload, vector)])
 
 

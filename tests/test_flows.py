@@ -164,3 +164,43 @@ def test_domain_errors_survive_pickling_across_processes() -> None:
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error)
         assert (copy.code, copy.status_code, copy.extra) == (error.code, error.status_code, error.extra)
+
+
+def test_enrollment_refuses_a_low_quality_photo_naming_each_failed_measure(ports, repository) -> None:
+    with pytest.raises(DomainError) as refused:
+        enroll(ports, "t1", "alice", [b"alice/1", b"alice/dark", b"alice/2", b"alice/blurred"])
+    error = refused.value
+    assert (error.code, error.status_code) == ("low_quality_image", 422)
+    assert error.extra["image_index"] == 1 and error.extra["image_indexes"] == [1, 3]
+    assert error.extra["failed"] == [
+        {"measure": "sharpness", "value": 20.0, "limit": 30.0, "bound": "min"},
+        {"measure": "brightness", "value": 30.0, "limit": 50.0, "bound": "min"},
+    ]
+    assert repository.get_identity("t1", "alice") is None  # no template from a refused photo
+
+
+def test_enrollment_answer_shows_each_photos_measures(ports) -> None:
+    answer = enroll(ports, "t1", "alice", ALICE)
+    assert [face.quality.sharpness for face in answer.faces if face.quality] == [250.0] * 3
+
+
+def test_enrollment_gate_can_be_turned_off(ports, settings, repository) -> None:
+    lenient = Ports(ports.embedder, ports.repository, settings.model_copy(update={"quality_gate_enrollment": False}))
+    enroll(lenient, "t1", "alice", [b"alice/1", b"alice/turned"])
+    assert repository.get_identity("t1", "alice") is not None
+
+
+def test_probes_report_quality_and_are_refused_only_when_configured(ports, settings) -> None:
+    enroll(ports, "t1", "alice", ALICE)
+    verified = run(verify_flow.verify(ports, "t1", "alice", b"alice/turned"))
+    assert verified.verified is True and verified.probe_face.quality is not None
+    assert verified.probe_face.quality.yaw == -48.0
+    searched = run(search_flow.search(ports, "t1", b"alice/blurred", 5))
+    assert searched.query.face.quality is not None and searched.query.face.quality.sharpness == 8.0
+    strict = Ports(ports.embedder, ports.repository, settings.model_copy(update={"quality_gate_probes": True}))
+    for attempt in (verify_flow.verify(strict, "t1", "alice", b"alice/turned"),
+                    search_flow.search(strict, "t1", b"alice/turned", 5)):
+        with pytest.raises(DomainError) as refused:
+            run(attempt)
+        assert refused.value.code == "low_quality_image" and "image_index" not in refused.value.extra
+        assert refused.value.extra["failed"] == [{"measure": "yaw", "value": 48.0, "limit": 30.0, "bound": "max"}]

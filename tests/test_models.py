@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import warnings
 
 import cv2
 import numpy as np
 import pytest
+import onnx
+import onnx.numpy_helper
 from insightface.model_zoo import get_model
+from insightface.utils import face_align
 
 from serve_app.embedding import EmbedRequest, FacePipeline, FaceSelection
+from serve_app.models.alignment import similarity_transform
+from serve_app.models.detector import FaceDetector
+from serve_app.models.onnx_model import UnsuitableModel
 from serve_app.models.pack import ModelPackError, choose_providers, locate_pack
+from serve_app.models.recognizer import FaceRecognizer
 from serve_app.samples import (
     adjust,
     crop_box,
@@ -173,3 +182,125 @@ def test_package_image_lookup_refuses_unknown_names() -> None:
     assert package_image_path("players.jpg").is_file()
     with pytest.raises(FileNotFoundError):
         package_image_path("nobody.jpg")
+
+
+CPU = ["CPUExecutionProvider"]
+
+
+def test_model_facts_are_read_from_the_graphs(pipeline) -> None:
+    detector, recognizer = pipeline.detector, pipeline.recognizer
+    assert [(level.stride, level.anchors) for level in detector.levels] == [(8, 2), (16, 2), (32, 2)]
+    assert (detector.mean, detector.std) == (127.5, 128.0)
+    assert (recognizer.crop_size, recognizer.dim, recognizer.mean, recognizer.std) == (112, 512, 127.5, 127.5)
+    assert detector.provider == recognizer.provider == "CPUExecutionProvider"
+
+
+def test_recognizer_fingerprint_is_the_file_hash(pipeline) -> None:
+    path = locate_pack(None).recognizer
+    assert pipeline.recognizer.fingerprint.name == "w600k_mbf.onnx"
+    assert pipeline.recognizer.fingerprint.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_batched_recognizer_runs_without_a_shape_warning(pipeline, capfd) -> None:
+    """The graph declares [1, 512]; the corrected declaration keeps onnxruntime quiet."""
+    crops = [np.full((112, 112, 3), value, np.uint8) for value in (40, 120, 200)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vectors = pipeline.recognizer.embed(crops)
+    assert vectors.shape == (3, 512)
+    assert "does not match" not in capfd.readouterr().err
+
+
+def test_models_in_the_wrong_role_are_refused(tmp_path) -> None:
+    pack = locate_pack(None)
+    with pytest.raises(UnsuitableModel, match="fixed input size"):
+        FaceDetector(pack.recognizer, CPU)
+    with pytest.raises(UnsuitableModel, match="input shape"):
+        FaceRecognizer(pack.detector, CPU)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(UnsuitableModel, match="not a readable ONNX model"):
+        FaceRecognizer(garbage, CPU)
+
+
+def test_detector_without_landmarks_is_refused(tmp_path) -> None:
+    model = onnx.load(str(locate_pack(None).detector))
+    kept = [output for output in model.graph.output if not output.name.startswith("kps")]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    path = tmp_path / "scrfd_no_kps.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(UnsuitableModel, match="no landmarks"):
+        FaceDetector(path, CPU)
+
+
+def test_detector_input_size_must_fit_its_coarsest_stride() -> None:
+    with pytest.raises(UnsuitableModel, match="coarsest stride 32"):
+        FaceDetector(locate_pack(None).detector, CPU, input_size=650)
+
+
+def test_similarity_transform_recovers_a_known_one() -> None:
+    rng = np.random.default_rng(3)
+    source = rng.uniform(0, 200, (5, 2))
+    angle, scale, shift = 0.4, 0.7, np.array([12.0, -30.0])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    target = source @ (scale * rotation).T + shift
+    matrix = similarity_transform(source, target)
+    np.testing.assert_allclose(matrix, np.hstack([scale * rotation, shift[:, None]]), atol=1e-9)
+    # A mirrored target is not reachable by a similarity: no reflection comes back.
+    assert np.linalg.det(similarity_transform(source, target * [-1, 1])[:, :2]) > 0
+
+
+def test_alignment_matches_insightface_norm_crop(pipeline, players) -> None:
+    image, _ = players
+    found = pipeline.detector.detect([image])[0]
+    ours = [pipeline.recognizer.align(image, landmarks) for landmarks in found.landmarks]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # scikit-image's deprecated `estimate`, in insightface
+        theirs = [face_align.norm_crop(image, landmark=landmarks, image_size=112) for landmarks in found.landmarks]
+    for mine, reference in zip(ours, theirs, strict=True):
+        difference = np.abs(mine.astype(np.int16) - reference.astype(np.int16))
+        assert difference.max() <= 1, difference.max()  # rounding of the warp, nothing more
+    cosines = np.sum(pipeline.recognizer.embed(ours) * pipeline.recognizer.embed(theirs), axis=1)
+    assert len(cosines) >= 10 and cosines.min() > 0.999, cosines.min()
+
+
+def test_recognizer_that_cannot_batch_is_refused_at_warm_up(tmp_path) -> None:
+    """A graph that really fixes the batch at 1 (here: a Reshape to [1, 512] after the
+    embedding) cannot be corrected by a declaration; the warm-up batch of two says so."""
+    model = onnx.load(str(locate_pack(None).recognizer))
+    graph = model.graph
+    output = graph.output[0].name
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array([1, 512], np.int64), "fixed_shape"))
+    graph.node.append(onnx.helper.make_node("Reshape", [output, "fixed_shape"], ["fixed_output"]))
+    graph.output[0].name = "fixed_output"
+    path = tmp_path / "w600k_batch_one.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(UnsuitableModel, match="warm-up"):
+        FaceRecognizer(path, CPU)
+
+
+def test_square_canvas_gives_one_network_call_and_insightface_s_layout(pipeline) -> None:
+    """The GPU layout: every photo on the full square, so a batch of mixed photos is one
+    input shape (one call) and the result is InsightFace's own, to a fraction of a pixel."""
+    pack = locate_pack(None)
+    square = FaceDetector(pack.detector, ["CPUExecutionProvider"], square_canvas=True)
+    fitted = FaceDetector(pack.detector, ["CPUExecutionProvider"])
+    images = [read_package_image(name) for name in ("t1.jpg", "gdp.jpg", "yaoming.jpg")]
+    calls: list[tuple[int, ...]] = []
+    for detector in (square, fitted):
+        run = detector._run
+        detector._run = lambda blob, run=run: calls.append(blob.shape) or run(blob)  # type: ignore[method-assign]
+    square.detect(images)
+    assert calls == [(3, 3, 640, 640)]
+    calls.clear()
+    fitted.detect(images)
+    assert len(calls) == 3
+    reference = get_model(str(pack.detector), providers=["CPUExecutionProvider"], download=False)
+    reference.prepare(ctx_id=-1, input_size=(640, 640), det_thresh=0.5)
+    for image, ours in zip(images, square.detect(images), strict=True):
+        expected, _ = reference.detect(image, input_size=(640, 640))
+        strong = expected[expected[:, 4] >= 0.7]
+        assert len(strong) > 0
+        for box in strong[:, :4]:
+            assert np.abs(ours.boxes - box).max(axis=1).min() < 2.0

@@ -23,6 +23,7 @@ from serve_app.repository import (
     IDENTITY_INDEXES,
     FaceRepository,
     GalleryFace,
+    enrollment_point_id,
     identity_point_id,
     point_id,
 )
@@ -30,6 +31,7 @@ from serve_app.store.base import CollectionSpec, Record, VectorStore
 from serve_app.store.edge import EdgeStore
 from tests.helpers import faces_of, identities_of
 from serve_app.store.server import QdrantServerStore
+from serve_app.store.timed import TimedStore
 
 DIM = 8
 COLLECTION = "points"
@@ -51,10 +53,24 @@ class RecordingClient(QdrantClient):
         return super().create_payload_index(collection_name, field_name, *args, **kwargs)
 
 
-@pytest.fixture(params=["edge", "server"])
+class NullObserver:
+    def operation(self, operation: str, collection: str, seconds: float) -> None:
+        assert seconds >= 0
+
+    def points(self, collection: str, count: int) -> None:
+        assert count >= 0
+
+
+@pytest.fixture(params=["edge", "server", "timed"])
 def store(request, tmp_path: Path) -> Iterator[VectorStore]:
-    engine: VectorStore = EdgeStore(tmp_path / "edge") if request.param == "edge" \
-        else QdrantServerStore(RecordingClient())
+    # "timed": the FaceStore deployment's wrapper (TimedStore) must keep the contract.
+    engine: VectorStore
+    if request.param == "edge":
+        engine = EdgeStore(tmp_path / "edge")
+    elif request.param == "server":
+        engine = QdrantServerStore(RecordingClient())
+    else:
+        engine = TimedStore(EdgeStore(tmp_path / "edge"), NullObserver())
     yield engine
     engine.close()
 
@@ -140,6 +156,15 @@ class TestVectorStoreContract:
         with pytest.raises(Exception):  # noqa: B017
             store.count("never_created", {})
 
+    def test_collection_metadata_starts_empty_and_merges(self, coll):
+        assert coll.collection_metadata(COLLECTION) == {}
+        coll.update_collection_metadata(COLLECTION, {"model": {"name": "a.onnx", "sha256": "1" * 64}})
+        coll.update_collection_metadata(COLLECTION, {"note": "x"})
+        assert coll.collection_metadata(COLLECTION) == {"model": {"name": "a.onnx", "sha256": "1" * 64},
+                                                        "note": "x"}
+        # A record of the collection, not a point: no search, count or size sees it.
+        assert coll.describe(COLLECTION).points == 0
+
     # upsert / retrieve ----------------------------------------------------------------
     def test_upsert_then_retrieve_without_vectors(self, coll):
         coll.upsert(COLLECTION, [rec(1, tenant_id="a", label="one"), rec(2, tenant_id="b")])
@@ -171,6 +196,15 @@ class TestVectorStoreContract:
         assert record.payload == {"tenant_id": "a", "new": "y"}  # whole payload replaced, not merged
         np.testing.assert_allclose(unit(record.vector), basis(3), atol=1e-5)
         assert coll.describe(COLLECTION).points == 1
+
+    def test_upsert_only_new_leaves_existing_points(self, coll):
+        coll.upsert(COLLECTION, [rec(1, basis(0), tenant_id="a", state="first")])
+        coll.upsert(COLLECTION, [rec(1, basis(3), tenant_id="a", state="second"), rec(2, tenant_id="b")],
+                    only_new=True)
+        found = by_id(coll.retrieve(COLLECTION, [pid(1), pid(2)], with_vectors=True))
+        assert found[pid(1)].payload == {"tenant_id": "a", "state": "first"}
+        np.testing.assert_allclose(unit(found[pid(1)].vector), basis(0), atol=1e-5)
+        assert found[pid(2)].payload == {"tenant_id": "b"}  # a new id is inserted
 
     def test_upsert_empty_is_noop(self, coll):
         coll.upsert(COLLECTION, [])
@@ -286,6 +320,40 @@ class TestVectorStoreContract:
         # The removed key now counts as absent for filters.
         assert ids_of(coll.scroll(COLLECTION, {"site": None})) == {pid(1)}
 
+    # conditional payload writes (compare-and-set) -----------------------------------------
+    def test_set_payload_where_changes_only_matching_points(self, coll):
+        coll.upsert(COLLECTION, [rec(1, tenant_id="a", site="s1"), rec(2, tenant_id="a", site="s2"),
+                                 rec(3, tenant_id="a")])
+        # An id the collection does not hold is skipped, not an error.
+        coll.set_payload(COLLECTION, [pid(1), pid(2), pid(3), pid(99)], {"label": "x"}, where={"site": "s1"})
+        coll.set_payload(COLLECTION, [pid(1), pid(2), pid(3)], {"other": "y"}, where={"site": None})
+        found = by_id(coll.retrieve(COLLECTION, [pid(1), pid(2), pid(3)], with_vectors=True))
+        assert found[pid(1)].payload == {"tenant_id": "a", "site": "s1", "label": "x"}
+        assert found[pid(2)].payload == {"tenant_id": "a", "site": "s2"}
+        assert found[pid(3)].payload == {"tenant_id": "a", "other": "y"}
+        np.testing.assert_allclose(unit(found[pid(1)].vector), basis(1), atol=1e-5)  # vector kept
+        assert coll.retrieve(COLLECTION, [pid(99)]) == []  # and not created
+
+    def test_set_payload_where_is_compare_and_set(self, coll):
+        # Two writers read state "pending"; each writes its own value on that condition.
+        coll.upsert(COLLECTION, [rec(1, tenant_id="a", state="pending")])
+        coll.set_payload(COLLECTION, [pid(1)], {"state": "first"}, where={"state": "pending"})
+        coll.set_payload(COLLECTION, [pid(1)], {"state": "second"}, where={"state": "pending"})
+        assert coll.retrieve(COLLECTION, [pid(1)])[0].payload["state"] == "first"
+
+    def test_set_payload_where_matches_all_conditions_and_any_of_lists(self, coll):
+        coll.upsert(COLLECTION, [rec(1, tenant_id="a", site="s1"), rec(2, tenant_id="b", site="s1")])
+        coll.set_payload(COLLECTION, [pid(1), pid(2)], {"label": "x"}, where={"tenant_id": "b", "site": ["s1", "s2"]})
+        found = by_id(coll.retrieve(COLLECTION, [pid(1), pid(2)]))
+        assert "label" not in found[pid(1)].payload and found[pid(2)].payload["label"] == "x"
+
+    def test_delete_payload_keys_where(self, coll):
+        coll.upsert(COLLECTION, [rec(1, tenant_id="a", site="s1", tag="t"), rec(2, tenant_id="a", site="s2", tag="t")])
+        coll.delete_payload_keys(COLLECTION, [pid(1), pid(2), pid(99)], ["tag"], where={"site": "s2"})
+        found = by_id(coll.retrieve(COLLECTION, [pid(1), pid(2)]))
+        assert found[pid(1)].payload == {"tenant_id": "a", "site": "s1", "tag": "t"}
+        assert found[pid(2)].payload == {"tenant_id": "a", "site": "s2"}
+
     # deletes --------------------------------------------------------------------------
     def test_delete_by_ids(self, coll):
         coll.upsert(COLLECTION, [rec(n, tenant_id="a") for n in range(4)])
@@ -356,6 +424,18 @@ class TestEdgeStore:
             assert record.payload == {"tenant_id": "a", "site": "s1"}
             np.testing.assert_allclose(unit(record.vector), unit(np.arange(1, DIM + 1)), atol=1e-5)
             assert second.retrieve(COLLECTION, [pid(2)]) == []  # the delete persisted too
+        finally:
+            second.close()
+
+    def test_collection_metadata_persists_across_close_and_reopen(self, tmp_path):
+        first = EdgeStore(tmp_path)
+        first.ensure_collection(SPEC)
+        first.update_collection_metadata(COLLECTION, {"model": {"sha256": "2" * 64}})
+        first.close()
+        second = EdgeStore(tmp_path)
+        try:
+            second.ensure_collection(SPEC)
+            assert second.collection_metadata(COLLECTION) == {"model": {"sha256": "2" * 64}}
         finally:
             second.close()
 
@@ -432,18 +512,20 @@ class TestFaceRepository:
         np.testing.assert_allclose(unit(repo.get_identity("t2", "alice").template), basis(1), atol=1e-5)
 
     def test_resave_replaces_template_and_enrollment_faces(self, repo, store):
-        repo.save_identity("t1", "alice", basis(0), [face("old1", basis(0)), face("old2", basis(1))], {})
+        old = repo.save_identity("t1", "alice", basis(0), [face("old1", basis(0)), face("old2", basis(1))], {})
         # Another identity's enrollment and an ingested face tagged with alice must survive.
         repo.save_identity("t1", "bob", basis(2), [face("bob1", basis(2))], {})
         store.upsert(FACES, [Record(point_id("face", "cctv"), {"tenant_id": "t1", "identity_id": "alice",
                                                                "source": "ingest"}, basis(3))])
 
         new_faces = [face("new1", basis(4)), face("new2", basis(5)), face("new3", basis(6))]
-        repo.save_identity("t1", "alice", basis(7), new_faces, {})
+        new = repo.save_identity("t1", "alice", basis(7), new_faces, {})
+        assert new != old
 
         enrolled = store.scroll(FACES, {"tenant_id": "t1", "identity_id": "alice", "source": "enrollment"})
-        assert ids_of(enrolled) == {f.id for f in new_faces}
-        assert store.retrieve(FACES, [point_id("face", "old1"), point_id("face", "old2")]) == []
+        assert ids_of(enrolled) == {enrollment_point_id(f.id, new) for f in new_faces}
+        assert {r.payload["identity_gen"] for r in enrolled} == {new}
+        assert store.retrieve(FACES, [enrollment_point_id(point_id("face", name), old) for name in ("old1", "old2")]) == []
         assert store.count(FACES, {"identity_id": "bob"}) == 1
         assert ids_of(store.retrieve(FACES, [point_id("face", "cctv")])) == {point_id("face", "cctv")}
         assert faces_of(repo, "t1") == 3 + 1 + 1
@@ -451,27 +533,31 @@ class TestFaceRepository:
         assert identities_of(repo, "t1") == 2
 
     def test_enrollment_faces_are_tagged(self, repo, store):
-        repo.save_identity("t1", "alice", basis(0), [face("a1", basis(0), bbox="1,2,3,4")], {})
-        [record] = store.retrieve(FACES, [point_id("face", "a1")])
+        generation = repo.save_identity("t1", "alice", basis(0), [face("a1", basis(0), bbox="1,2,3,4")], {})
+        [record] = store.retrieve(FACES, [enrollment_point_id(point_id("face", "a1"), generation)])
         assert record.payload["tenant_id"] == "t1"
-        assert record.payload["identity_id"] == "alice"
+        assert record.payload["identity_id"] == "alice" and record.payload["identity_gen"] == generation
+        assert repo.get_identity("t1", "alice").generation == generation
         assert record.payload["source"] == "enrollment"
         assert record.payload["bbox"] == "1,2,3,4"
 
     def test_search_faces_filters_by_tenant_and_identity(self, repo):
         # t2's face is the exact match for the query: only the tenant filter hides it.
-        repo.save_identity("t1", "alice", basis(0), [face("a1", basis(0) + basis(1))], {})
-        repo.save_identity("t1", "bob", basis(1), [face("b1", basis(0) + 0.1 * basis(2))], {})
-        repo.save_identity("t2", "carol", basis(0), [face("c1", basis(0))], {})
+        a1 = enrollment_point_id(point_id("face", "a1"),
+                                 repo.save_identity("t1", "alice", basis(0), [face("a1", basis(0) + basis(1))], {}))
+        b1 = enrollment_point_id(point_id("face", "b1"),
+                                 repo.save_identity("t1", "bob", basis(1), [face("b1", basis(0) + 0.1 * basis(2))], {}))
+        c1 = enrollment_point_id(point_id("face", "c1"),
+                                 repo.save_identity("t2", "carol", basis(0), [face("c1", basis(0))], {}))
 
         t1_hits = repo.search_faces("t1", basis(0), limit=10, hnsw_ef=64)
-        assert [h.id for h in t1_hits] == [point_id("face", "b1"), point_id("face", "a1")]
+        assert [h.id for h in t1_hits] == [b1, a1]
         assert all(h.payload["tenant_id"] == "t1" for h in t1_hits)
 
         alice_hits = repo.search_faces("t1", basis(0), limit=10, identity_id="alice")
-        assert [h.id for h in alice_hits] == [point_id("face", "a1")]
+        assert [h.id for h in alice_hits] == [a1]
         assert repo.search_faces("t2", basis(0), limit=10, identity_id="alice") == []
-        assert [h.id for h in repo.search_faces("t2", basis(0), limit=10)] == [point_id("face", "c1")]
+        assert [h.id for h in repo.search_faces("t2", basis(0), limit=10)] == [c1]
         assert repo.search_faces("t3", basis(0), limit=10) == []
 
 

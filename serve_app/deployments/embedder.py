@@ -6,9 +6,9 @@ import asyncio
 import logging
 from typing import Any
 
-import numpy as np
 from ray import serve
 
+from serve_app.component_metrics import EmbedderMetrics
 from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, EmbedResult, load_pipeline
 
@@ -21,19 +21,12 @@ DEFAULT_BATCH: dict[str, Any] = {"max_batch_size": 8, "batch_wait_timeout_s": 0.
 @serve.deployment(max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
 class FaceEmbedder:
     def __init__(self) -> None:
+        # The models run a warm-up batch as they load: the first request does not pay for it.
         self.pipeline = load_pipeline(Settings())
         self.batch_config = dict(DEFAULT_BATCH)
-        self._warm_up()
+        self.metrics = EmbedderMetrics()
         logger.info("FaceEmbedder ready: detector on %s, recognizer on %s",
                     self.pipeline.detector.provider, self.pipeline.recognizer.provider)
-
-    def _warm_up(self) -> None:
-        # The first onnxruntime run allocates and (on CUDA) autotunes; pay for it here,
-        # not in the first client's request.
-        size = self.pipeline.detector.input_size
-        self.pipeline.detector.detect([np.zeros((size, size, 3), np.uint8)] * 2)
-        crop = self.pipeline.recognizer.crop_size
-        self.pipeline.recognizer.embed([np.zeros((crop, crop, 3), np.uint8)] * 2)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         self.batch_config = {**DEFAULT_BATCH, **(config or {})}
@@ -46,7 +39,11 @@ class FaceEmbedder:
     async def embed(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
         # onnxruntime releases the GIL: run it off the event loop so requests keep
         # queueing (and the next batch keeps forming) while this one computes.
-        return await asyncio.to_thread(self.pipeline.run, requests)
+        results = await asyncio.to_thread(self.pipeline.run, requests)
+        timings = results[0].timings if results else None
+        if timings is not None:
+            self.metrics.batch(timings, images=len(requests), faces=sum(len(result.faces) for result in results))
+        return results
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", **self.pipeline.describe(), "batch": self.batch_config}

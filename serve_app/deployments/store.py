@@ -3,20 +3,37 @@
 Each store operation is a method of this deployment (inherited from
 `ThreadedRepository`, which runs it in a worker thread); the Gateway calls them through
 `serve_app.deployments.clients.StoreClient`.
+
+A wrong profile (several replicas on the embedded store, collections of another vector
+size or written by another model) is refused once, with one log line: the replica stays
+up, reports the reason in health (so the service is unhealthy) and answers every
+operation with 503 and that reason, instead of crash-looping on a lock or an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
+
 from ray import serve
 
+from serve_app.component_metrics import StoreMetrics
 from serve_app.config import Settings
+from serve_app.gauge_refresh import GaugeRefresher, report_interval_s
 from serve_app.flows.ports import ThreadedRepository
 from serve_app.repository import FaceRepository
-from serve_app.store import open_store
+from serve_app.store.provenance import ProfileRefusal, RefusedStore, open_repository, recognizer_fingerprint
+from serve_app.store.timed import TimedStore
 
 logger = logging.getLogger("ray.serve")
+
+
+def planned_replicas() -> int:
+    """The most replicas this deployment may run, from its deployed config."""
+    config = serve.get_replica_context()._deployment_config
+    autoscaling = config.autoscaling_config
+    return int(autoscaling.max_replicas) if autoscaling is not None else int(config.num_replicas or 1)
 
 
 # Embedded mode: one process may open a shard, so exactly one replica (serve_config.yaml).
@@ -24,14 +41,34 @@ logger = logging.getLogger("ray.serve")
 class FaceStore(ThreadedRepository):
     def __init__(self) -> None:
         settings = Settings()
-        repository = FaceRepository.for_settings(open_store(settings), settings)
-        repository.ensure_all()
+        self.refusal: ProfileRefusal | None = None
+        try:
+            # Every storage call timed by operation and collection ("Qdrant latency").
+            repository = open_repository(settings, planned_replicas(), recognizer_fingerprint(settings),
+                                         wrap=lambda store: TimedStore(store, StoreMetrics()))
+        except ProfileRefusal as refusal:
+            logger.error("FaceStore refuses to serve: %s", refusal)
+            self.refusal = refusal
+            repository = FaceRepository.for_settings(RefusedStore(refusal), settings)
         super().__init__(repository)
-        stats = repository.stats()
-        logger.info("ensure_all() done on %s: %s", stats.engine, dataclasses.asdict(stats)["collections"])
+        if self.refusal is None:
+            # Collection sizes read again every half report interval (each read sets the
+            # gauge): they stay exported, and follow writes made elsewhere (another
+            # replica on a Qdrant server, bulk ingestion).
+            self.sizes = GaugeRefresher(repository.stats, report_interval_s() / 2).start()
+            stats = repository.stats()
+            logger.info("ensure_all() done on %s: %s", stats.engine, dataclasses.asdict(stats)["collections"])
+
+    async def health(self) -> dict[str, Any]:
+        if self.refusal is not None:
+            return {"status": "down", "error": self.refusal.code, "reason": self.refusal.message}
+        return await super().health()
 
     def __del__(self) -> None:
         # Serve calls __del__ on graceful shutdown: flush and release the shard locks.
+        sizes = getattr(self, "sizes", None)
+        if sizes is not None:
+            sizes.stop()
         repository = getattr(self, "repository", None)
         if repository is not None:
             repository.store.close()

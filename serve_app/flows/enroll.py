@@ -9,6 +9,7 @@ import numpy as np
 from serve_app.embedding import EmbedRequest, Face
 from serve_app.errors import DomainError
 from serve_app.flows.ports import Ports
+from serve_app.flows.quality_gate import gate_enrollment
 from serve_app.flows.views import face_info
 from serve_app.repository import GalleryFace, point_id
 from serve_app.schemas import EnrollResponse, IdentityRef
@@ -32,6 +33,8 @@ async def embed_probes(ports: Ports, images: list[bytes]) -> list[Face]:
 async def enroll_identity(ports: Ports, tenant_id: str, identity_id: str, images: list[bytes]) -> EnrollResponse:
     settings = ports.settings
     faces = await embed_probes(ports, images)
+    # A photo outside the quality limits is refused before it can shape the template.
+    gate_enrollment(faces, settings)
     embeddings = np.stack([face.embedding for face in faces])
     consistency = 1.0
     if len(faces) > 1:
@@ -50,13 +53,16 @@ async def enroll_identity(ports: Ports, tenant_id: str, identity_id: str, images
         )
         for index, face in enumerate(faces)
     ]
-    await ports.repository.save_identity(
+    generation = await ports.repository.save_identity(
         tenant_id, identity_id, template, enrollment_faces,
         {"images": len(faces), "consistency": round(consistency, 4)},
     )
-    # Faces ingested before this (re-)enrollment learn who they are (or no longer are).
+    # Faces ingested before this (re-)enrollment learn who they are (or no longer are),
+    # under this enrollment's generation: should a DELETE or another enrollment of the same
+    # identity overtake it, the re-tag notices and takes its tags back.
     retagged = await ports.repository.retag_identity(
-        tenant_id, identity_id, template, cosine_from_similarity(settings.verify_hi_threshold), settings.retag_max_faces
+        tenant_id, identity_id, template, cosine_from_similarity(settings.verify_hi_threshold),
+        settings.retag_max_faces, generation,
     )
     return EnrollResponse(
         ok=True,

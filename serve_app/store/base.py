@@ -76,8 +76,9 @@ class VectorStore(abc.ABC):
     def describe(self, collection: str) -> CollectionInfo: ...
 
     @abc.abstractmethod
-    def upsert(self, collection: str, records: Sequence[Record]) -> None:
-        """Insert or replace whole points (vector and payload)."""
+    def upsert(self, collection: str, records: Sequence[Record], only_new: bool = False) -> None:
+        """Insert or replace whole points (vector and payload); with `only_new`, a point
+        whose id the collection holds already is left as it is (one atomic check per point)."""
 
     @abc.abstractmethod
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Record]: ...
@@ -102,17 +103,33 @@ class VectorStore(abc.ABC):
     def count(self, collection: str, where: Filter) -> int: ...
 
     @abc.abstractmethod
-    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any]) -> None:
-        """Merge these keys into the payload of existing points."""
+    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any],
+                    where: Filter | None = None) -> None:
+        """Merge these keys into the payload of existing points.
+
+        With `where`, only the points among `ids` that match it at the moment of the write
+        change, and ids the collection does not hold are skipped: the filter is checked and
+        the write applied as one operation of the engine, so naming the values the caller
+        read makes it a compare-and-set."""
 
     @abc.abstractmethod
-    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str]) -> None: ...
+    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str],
+                            where: Filter | None = None) -> None:
+        """Remove these keys; `where` as for `set_payload`."""
 
     @abc.abstractmethod
     def delete(self, collection: str, ids: Sequence[str]) -> None: ...
 
     @abc.abstractmethod
     def delete_where(self, collection: str, where: Filter) -> None: ...
+
+    @abc.abstractmethod
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        """The collection's own record (not a point): e.g. which model wrote its vectors."""
+
+    @abc.abstractmethod
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        """Merge these top-level keys into the collection's record."""
 
     def close(self) -> None:  # noqa: B027 - optional for engines without resources
         """Release files and connections."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,11 @@ def _filter(where: Filter) -> qe.Filter | None:
     if not where:
         return None
     return qe.Filter(must=[_condition(key, value) for key, value in where.items()])
+
+
+def _among(ids: Sequence[str], where: Filter) -> qe.Filter:
+    """The points among `ids` that match `where` (missing ids simply match nothing)."""
+    return qe.Filter(must=[qe.HasIdCondition(set(ids)), *(_condition(k, v) for k, v in where.items())])
 
 
 def edge_config(dim: int, index: IndexSettings | None) -> qe.EdgeConfig:
@@ -180,11 +186,12 @@ class EdgeStore(VectorStore):
         return CollectionInfo(collection, info.points_count, self._dims[collection], keywords,
                               info.indexed_vectors_count)
 
-    def upsert(self, collection: str, records: Sequence[Record]) -> None:
+    def upsert(self, collection: str, records: Sequence[Record], only_new: bool = False) -> None:
         if not records:
             return
         points = [qe.Point(r.id, as_list(r.vector), dict(r.payload)) for r in records]  # type: ignore[arg-type]
-        self._write(collection, qe.UpdateOperation.upsert_points(points))
+        mode = qe.UpdateMode.InsertOnly if only_new else None
+        self._write(collection, qe.UpdateOperation.upsert_points(points, update_mode=mode))
 
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
         if not ids:
@@ -238,13 +245,23 @@ class EdgeStore(VectorStore):
             if collection in self._journal:
                 self._journal[collection].append(operation)
 
-    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any]) -> None:
-        if ids:
+    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any],
+                    where: Filter | None = None) -> None:
+        if not ids:
+            return
+        if where is None:
             self._write(collection, qe.UpdateOperation.set_payload(list(ids), dict(payload)))
+        else:
+            self._write(collection, qe.UpdateOperation.set_payload_by_filter(_among(ids, where), dict(payload)))
 
-    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str]) -> None:
-        if ids:
+    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str],
+                            where: Filter | None = None) -> None:
+        if not ids:
+            return
+        if where is None:
             self._write(collection, qe.UpdateOperation.delete_payload(list(ids), list(keys)))
+        else:
+            self._write(collection, qe.UpdateOperation.delete_payload_by_filter(_among(ids, where), list(keys)))
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
@@ -316,6 +333,24 @@ class EdgeStore(VectorStore):
             logger.error("building the index of %s failed; kept the live shard: %s", building,
                          child.stderr.decode(errors="replace")[-2000:])
         return child.returncode == 0
+
+    def _metadata_path(self, collection: str) -> Path:
+        # Beside the shard directory, which belongs to Edge.
+        return self.root / f"{collection}.metadata.json"
+
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        self._shard(collection)
+        path = self._metadata_path(collection)
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        with self._lock:
+            merged = {**self.collection_metadata(collection), **metadata}
+            path = self._metadata_path(collection)
+            # Written whole, then renamed: a crash leaves the old record or the new one.
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps(merged, sort_keys=True))
+            os.replace(partial, path)
 
     def close(self) -> None:
         with self._lock:

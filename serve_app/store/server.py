@@ -38,6 +38,24 @@ def _filter(where: Filter) -> models.Filter | None:
     return models.Filter(must=[_condition(key, value) for key, value in where.items()])
 
 
+def _selector(ids: Sequence[str], where: Filter | None) -> models.PointIdsList | models.Filter:
+    """`ids`, or with `where` the points among them that match it (missing ids match nothing)."""
+    if where is None:
+        return models.PointIdsList(points=list(ids))
+    return models.Filter(must=[models.HasIdCondition(has_id=list(ids)),
+                               *(_condition(k, v) for k, v in where.items())])
+
+
+# Conditional writes are compare-and-set only if every replica of a shard applies them in
+# the same order: "strong" sends writes through the shard's permanent leader (the default,
+# "weak", may reorder them across replicas). Without replication it changes nothing.
+_ORDERED = models.WriteOrdering.STRONG
+# The reads that decide (does this identity's generation still hold, which copy of a photo
+# came first) must see every acknowledged write: ask a majority of a shard's replicas
+# (pair with write_consistency_factor >= a majority on replicated collections).
+_DECIDING_READ = models.ReadConsistencyType.MAJORITY
+
+
 class QdrantServerStore(VectorStore):
     engine = "qdrant-server"
 
@@ -78,17 +96,19 @@ class QdrantServerStore(VectorStore):
         ))
         return CollectionInfo(collection, int(info.points_count or 0), int(dim), keywords)
 
-    def upsert(self, collection: str, records: Sequence[Record]) -> None:
+    def upsert(self, collection: str, records: Sequence[Record], only_new: bool = False) -> None:
         if not records:
             return
         points = [models.PointStruct(id=r.id, vector=as_list(r.vector), payload=dict(r.payload))  # type: ignore[arg-type]
                   for r in records]
-        self.client.upsert(collection, points=points, wait=True)
+        self.client.upsert(collection, points=points, wait=True, ordering=_ORDERED,
+                           update_mode=models.UpdateMode.INSERT_ONLY if only_new else None)
 
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Record]:
         if not ids:
             return []
-        found = self.client.retrieve(collection, list(ids), with_payload=True, with_vectors=with_vectors)
+        found = self.client.retrieve(collection, list(ids), with_payload=True, with_vectors=with_vectors,
+                                     consistency=_DECIDING_READ)
         return [record_from(point, with_vectors) for point in found]
 
     def search(
@@ -117,7 +137,8 @@ class QdrantServerStore(VectorStore):
         offset = None
         while True:
             page, offset = self.client.scroll(collection, scroll_filter=_filter(where), limit=page_size,
-                                              offset=offset, with_payload=True, with_vectors=with_vectors)
+                                              offset=offset, with_payload=True, with_vectors=with_vectors,
+                                              consistency=_DECIDING_READ)
             records.extend(record_from(point, with_vectors) for point in page)
             if offset is None:
                 return records
@@ -125,23 +146,35 @@ class QdrantServerStore(VectorStore):
     def count(self, collection: str, where: Filter) -> int:
         return int(self.client.count(collection, count_filter=_filter(where), exact=True).count)
 
-    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any]) -> None:
+    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any],
+                    where: Filter | None = None) -> None:
         if ids:
-            self.client.set_payload(collection, payload=dict(payload), points=list(ids), wait=True)
+            self.client.set_payload(collection, payload=dict(payload), points=_selector(ids, where), wait=True,
+                                    ordering=_ORDERED)
 
-    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str]) -> None:
+    def delete_payload_keys(self, collection: str, ids: Sequence[str], keys: Sequence[str],
+                            where: Filter | None = None) -> None:
         if ids:
-            self.client.delete_payload(collection, keys=list(keys), points=list(ids), wait=True)
+            self.client.delete_payload(collection, keys=list(keys), points=_selector(ids, where), wait=True,
+                                       ordering=_ORDERED)
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
-            self.client.delete(collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+            self.client.delete(collection, points_selector=models.PointIdsList(points=list(ids)), wait=True,
+                               ordering=_ORDERED)
 
     def delete_where(self, collection: str, where: Filter) -> None:
         flt = _filter(where)
         if flt is None:
             raise ValueError("refusing to delete a whole collection without a filter")
-        self.client.delete(collection, points_selector=models.FilterSelector(filter=flt), wait=True)
+        self.client.delete(collection, points_selector=models.FilterSelector(filter=flt), wait=True,
+                           ordering=_ORDERED)
+
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        return dict(self.client.get_collection(collection).config.metadata or {})
+
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        self.client.update_collection(collection, metadata=dict(metadata))
 
     def close(self) -> None:
         self.client.close()

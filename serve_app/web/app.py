@@ -40,6 +40,7 @@ from serve_app.schemas import (
     VerifyRequest,
     VerifyResponse,
 )
+from serve_app.stage_timing import stage
 from serve_app.web.body_limit import BodySizeLimit
 from serve_app.web.caller import Authenticate, CallerDep
 from serve_app.web.errors import install_error_handlers
@@ -60,6 +61,13 @@ class HealthCheck(Protocol):
     async def health(self) -> dict[str, Any]: ...
 
 
+@dataclass
+class FeatureFlags:
+    """Switches an operator flips on a running service (the Gateway's `user_config`)."""
+
+    verification_flow: bool
+
+
 @dataclass(frozen=True)
 class Services:
     """Everything the HTTP API needs from outside."""
@@ -68,6 +76,8 @@ class Services:
     keys: KeyRing
     metrics: ServiceMetrics
     components: Mapping[str, HealthCheck]
+    # Default: the flags as the settings give them, fixed for the app's life.
+    flags: FeatureFlags | None = None
 
 
 async def _probe(component: HealthCheck) -> dict[str, Any]:
@@ -81,6 +91,7 @@ async def _probe(component: HealthCheck) -> dict[str, Any]:
 def create_app(services: Services) -> FastAPI:
     ports, metrics = services.ports, services.metrics
     settings = ports.settings
+    flags = services.flags or FeatureFlags(verification_flow=settings.enable_verification_flow)
     # Swagger UI and ReDoc from assets in the installed package: the docs load on an
     # air-gapped network. No trailing-slash redirects: their Location would come from Host.
     api = FastAPIOffline(
@@ -99,14 +110,15 @@ def create_app(services: Services) -> FastAPI:
 
     def image(value: str, index: int | None = None) -> bytes:
         try:
-            return decode_base64(value, settings.max_image_bytes)
+            with stage("decode"):
+                return decode_base64(value, settings.max_image_bytes)
         except DomainError as error:
             if index is not None:
                 error.extra.setdefault("image_index", index)
             raise
 
     def require_flow() -> None:
-        if not settings.enable_verification_flow:
+        if not flags.verification_flow:
             raise Unavailable("verification_flow_disabled")
 
     # HEAD too: load balancers and `curl -I` probe with it.
@@ -115,12 +127,14 @@ def create_app(services: Services) -> FastAPI:
     async def health() -> JSONResponse:
         names = list(services.components)
         states = await asyncio.gather(*(_probe(services.components[name]) for name in names))
+        for name, state in zip(names, states, strict=True):
+            metrics.component_health(name, state.get("status") == "ok")
         healthy = all(state.get("status") == "ok" for state in states)
         body = {
             "status": "healthy" if healthy else "unhealthy",
             "service": SERVICE_NAME,
             "version": __version__,
-            "verification_flow": settings.enable_verification_flow,
+            "verification_flow": flags.verification_flow,
             "components": dict(zip(names, states, strict=True)),
             # A key-file problem leaves the last good keys in force: reported, not unhealthy.
             "auth": services.keys.status(),

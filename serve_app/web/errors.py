@@ -109,6 +109,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RayError)
     async def backend_down(request: Request, exc: RayError) -> JSONResponse:
+        if isinstance(exc, RayTaskError) and isinstance(exc.cause, DomainError):
+            # A deployment refused with a code of its own (e.g. a store refusing a wrong profile).
+            return refusal(request.scope, exc.cause)
         if isinstance(exc, RayTaskError):
             # The backend ran and raised: a defect, not an outage.
             logger.error("backend error: %s", exc)
