@@ -83,4 +83,7 @@ def test_gallery_benchmark_runs_end_to_end_on_a_small_gallery(tmp_path: Path):
     assert figures["plain"]["recall_at_10"] == 1.0
     assert 0.0 <= figures["int8"]["recall_at_10"] <= 1.0
     assert figures["plain"]["verify"]["n"] == 10
+    # Verify ranked the identity's tagged gallery faces (none before the gallery was loaded).
+    assert figures["empty"]["verify_gallery_hits_mean"] == 0
+    assert figures["plain"]["verify_gallery_hits_mean"] > 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("face-bench-gallery-")]  # cleaned up
