@@ -59,6 +59,9 @@ _WHITESPACE = re.compile(r"\s+")
 _JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff\xd0-\xd7])")
 _JPEG_STANDALONE = frozenset({0x01, 0xD8})  # TEM, SOI: no length field
 _JPEG_EOI, _JPEG_SOS = 0xD9, 0xDA
+# The ASCII characters `\s` matches: if an ASCII payload has none of them (the usual
+# case), the regex pass, which costs ~100 ms on a 12 MP photo's 2 MB of text, is skipped.
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 # Our own pixel-count check (from the header, before decoding) answers with a clear
 # code; PIL's guard would only warn or raise its own error, so it is switched off.
@@ -102,7 +105,8 @@ def decode_base64(value: str, max_bytes: int) -> bytes:
     if len(value) > (max_bytes * 4) // 3 + 1024:
         # Checked on the text so that an oversized payload is never decoded.
         raise InvalidImage("image_too_large", 413, max_bytes=max_bytes)
-    value = _WHITESPACE.sub("", value)
+    if not value.isascii() or any(char in value for char in _ASCII_WHITESPACE):
+        value = _WHITESPACE.sub("", value)
     if not value:
         raise InvalidImage("empty_image", 422)
     # Accept unpadded and URL-safe base64, which many clients emit.

@@ -85,6 +85,14 @@ class TestDecodeBase64:
         assert decode_base64(wrapped, MAX_BYTES) == data
         assert decode_base64("data:image/png;base64," + wrapped, MAX_BYTES) == data
 
+    @pytest.mark.parametrize("blank", ["\x0b", "\x0c", "\x1c", "\x1f", "\u2003", "\u3000"])
+    def test_every_whitespace_the_slow_path_strips_is_still_stripped(self, blank):
+        # Payloads without whitespace skip the regex; any whitespace character, ASCII
+        # or not, must still take it.
+        data = png_bytes()
+        text = b64(data)
+        assert decode_base64(text[:8] + blank + text[8:], MAX_BYTES) == data
+
     @pytest.mark.parametrize("text", ["not base64 at all!", "abc$def", "a"])
     def test_invalid_base64(self, text):
         with pytest.raises(InvalidImage) as excinfo:
