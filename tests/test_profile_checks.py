@@ -28,8 +28,8 @@ from serve_app.flow_switch import with_verification_flow
 from serve_app.flows.ports import Ports, ThreadedRepository
 from serve_app.models.onnx_model import ModelFingerprint, fingerprint_of
 from serve_app.models.pack import locate_pack
-from serve_app.repository import FaceRepository, GalleryFace, point_id
-from serve_app.store.base import Hit
+from serve_app.repository import FaceRepository, point_id
+from serve_app.store.base import Hit, Record
 from serve_app.store.edge import EdgeStore
 from serve_app.store.provenance import (
     MODEL_KEY,
@@ -125,9 +125,8 @@ def test_collections_from_before_the_record_adopt_the_running_model(
     profile = settings(tmp_path)
     legacy = FaceRepository.for_settings(EdgeStore(profile.qdrant_path), profile)
     legacy.ensure_all()
-    face = GalleryFace(id=point_id("t1", "f1"), embedding=np.eye(DIM, dtype=np.float32)[0],
-                       payload={"tenant_id": "t1"})
-    legacy.add_faces("t1", [face])
+    legacy.store.upsert(legacy.faces, [Record(point_id("t1", "f1"), {"tenant_id": "t1"},
+                                              np.eye(DIM, dtype=np.float32)[0])])
     legacy.store.close()
     with caplog.at_level(logging.WARNING, logger="ray.serve"):
         repository = open_repository(profile, 1, MODEL_B)
