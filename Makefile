@@ -37,7 +37,7 @@ run: $(STAMP)
 	RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/serve run serve_config.yaml
 
 test: $(STAMP)
-	$(BIN)/ruff check serve_app loadtests scripts tests
+	$(BIN)/ruff check serve_app loadtests scripts tests deploy
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 

@@ -6,6 +6,7 @@ requests that `@serve.batch` gathered; tests call it directly.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -19,6 +20,7 @@ from serve_app.images import load_image
 from serve_app.models.detector import FaceDetector
 from serve_app.models.recognizer import FaceRecognizer
 from serve_app.quality import QualityMeasures, measure
+from serve_app.stage_timing import BatchTimings
 
 
 class FaceSelection(str, Enum):
@@ -56,6 +58,8 @@ class EmbedResult:
     small_faces_dropped: int = 0
     p_hash: str | None = None
     error: DomainError | None = None
+    # The stage times of the batch this request ran in (for the Server-Timing header).
+    timings: BatchTimings | None = None
 
     def largest(self) -> Face:
         """The one face of a probe; raises the refusal the request earned."""
@@ -89,6 +93,7 @@ class FacePipeline:
                 "vector_dim": self.dim}
 
     def run(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
+        started = time.perf_counter()
         results = [EmbedResult() for _ in requests]
         images: list[np.ndarray] = []
         owners: list[int] = []
@@ -104,7 +109,9 @@ class FacePipeline:
             images.append(image)
             owners.append(index)
 
+        decoded = time.perf_counter()
         detections = self.detector.detect(images)
+        detected = time.perf_counter()
         crops: list[np.ndarray] = []
         pending: list[tuple[int, tuple[float, float, float, float], float, QualityMeasures]] = []
         for image, owner, found in zip(images, owners, detections, strict=True):
@@ -120,6 +127,10 @@ class FacePipeline:
         embeddings = self.recognizer.embed(crops)
         for (owner, box, score, quality), embedding in zip(pending, embeddings, strict=True):
             results[owner].faces.append(Face(box=box, det_score=score, embedding=embedding, quality=quality))
+        timings = BatchTimings(decode=decoded - started, detect=detected - decoded,
+                               embed=time.perf_counter() - detected)
+        for result in results:
+            result.timings = timings
         return results
 
     def _select(self, found: Any, selection: FaceSelection, result: EmbedResult) -> list[int]:

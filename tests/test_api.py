@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from ray.exceptions import RayActorError
 
 from serve_app.auth import KeyRing
 from serve_app.config import Settings
@@ -247,6 +248,87 @@ def test_openapi_documents_the_key_and_every_route(api: Api) -> None:
     assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
     assert {"/api/v1/health", "/api/v1/enroll_identity", "/api/v1/verify", "/api/v1/search", "/api/v1/ingest",
             "/api/v1/identities/{identity_id}", "/api/v1/admin/tenants/{tenant_id}"} <= set(schema["paths"])
+
+
+def requests_counted(api: Api) -> list[dict[str, str]]:
+    recorder = api.metrics.requests
+    assert isinstance(recorder, Recorder)
+    return [call[2] for call in recorder.calls]  # type: ignore[misc]
+
+
+def test_every_answer_is_counted_once_by_endpoint_and_status(api: Api) -> None:
+    enroll(api)
+    api.client.post("/api/v1/enroll_identity", json={"tenant_id": "t1", "identity_id": "a b", "images_b64": ALICE})
+    api.client.post("/api/v1/verify", json={"tenant_id": "t1", "identity_id": "nobody", "image_b64": b64(b"x/1")})
+    api.client.post("/api/v1/search", json={"tenant_id": "t1", "image_b64": b64(b"alice/7"), "top_k": 0})
+    api.client.post("/api/v1/ingest", json={"tenant_id": "t1", "site": "s", "image_b64": b64(b"noface")})
+    api.client.delete("/api/v1/identities/alice", headers={"X-Tenant-ID": "t1"})
+    api.client.delete("/api/v1/identities/alice", headers={"X-Tenant-ID": "t1"})
+    api.client.delete("/api/v1/admin/tenants/t1")
+    api.client.get("/api/v1/no_such_route")
+    api.client.get("/api/v1/health")  # a probe: not API traffic
+
+    async def crash(request: object) -> object:
+        raise RuntimeError("bug")
+
+    async def outage(request: object) -> object:
+        raise RayActorError()
+
+    # As a server answers a crash (500), not as the test client re-raises it.
+    with TestClient(api.client.app, raise_server_exceptions=False) as server:
+        for failure in (crash, outage):
+            api.embedder.embed = failure  # type: ignore[method-assign,assignment]
+            server.post("/api/v1/verify", json={"tenant_id": "t1", "identity_id": "x", "image_b64": b64(b"x/1")})
+    assert requests_counted(api) == [
+        {"endpoint": "enroll_identity", "status": "200"}, {"endpoint": "enroll_identity", "status": "422"},
+        {"endpoint": "verify", "status": "404"}, {"endpoint": "search", "status": "422"},
+        {"endpoint": "ingest", "status": "422"},
+        {"endpoint": "delete_identity", "status": "200"}, {"endpoint": "delete_identity", "status": "404"},
+        {"endpoint": "delete_tenant", "status": "200"}, {"endpoint": "unmatched", "status": "404"},
+        {"endpoint": "verify", "status": "500"}, {"endpoint": "verify", "status": "503"},
+    ]
+    assert api.errors()[-2:] == [{"endpoint": "verify", "code": "internal_error"},
+                                 {"endpoint": "verify", "code": "backend_unavailable"}]
+    latency = api.metrics.verify_latency
+    assert isinstance(latency, Recorder)
+    assert [call[2] for call in latency.calls] == [{"outcome": "refused"}, {"outcome": "failed"},
+                                                   {"outcome": "failed"}]
+
+
+def test_health_probe_sets_each_components_gauge(api: Api) -> None:
+    async def broken() -> dict[str, object]:
+        raise ConnectionError("store gone")
+
+    api.client.get("/api/v1/health")
+    api.embedder.health = broken  # type: ignore[method-assign]
+    api.client.get("/api/v1/health")
+    gauge = api.metrics.component_healthy
+    assert isinstance(gauge, Recorder)
+    assert [(call[1], call[2]) for call in gauge.calls] == [
+        (1.0, {"component": "embedder"}), (1.0, {"component": "store"}),
+        (0.0, {"component": "embedder"}), (1.0, {"component": "store"})]
+
+
+def server_timing(header: str) -> dict[str, float]:
+    entries = [entry.split(";dur=") for entry in header.split(", ")]
+    return {name: float(value) for name, value in entries}
+
+
+def test_model_endpoints_answer_with_server_timing(api: Api) -> None:
+    enrolled = api.client.post("/api/v1/enroll_identity",
+                               json={"tenant_id": "t1", "identity_id": "alice", "images_b64": ALICE})
+    refused = api.client.post("/api/v1/verify", json={"tenant_id": "t1", "identity_id": "alice",
+                                                      "image_b64": b64(b"noface")})
+    searched = api.client.post("/api/v1/search", json={"tenant_id": "t1", "image_b64": b64(b"alice/7")})
+    ingested = api.client.post("/api/v1/ingest", json={"tenant_id": "t1", "site": "s", "image_b64": b64(b"alice/5")})
+    for response in (enrolled, refused, searched, ingested):
+        timing = server_timing(response.headers["server-timing"])
+        assert list(timing) == ["decode", "detect", "embed", "store", "total"], response.headers
+        assert timing["total"] >= max(timing["decode"], timing["store"]) and timing["total"] > 0
+    assert refused.status_code == 422
+    erased = api.client.delete("/api/v1/identities/alice", headers={"X-Tenant-ID": "t1"})
+    assert "server-timing" not in erased.headers
+    assert "server-timing" not in api.client.get("/api/v1/health").headers
 
 
 def test_error_answers_never_echo_large_or_unsafe_input(api: Api) -> None:

@@ -45,7 +45,7 @@ from serve_app.repository import ErasedIdentity, FaceRepository
 from serve_app.store.base import CollectionInfo, CollectionSpec, Filter, Hit, Record, VectorStore
 from serve_app.store.edge import EdgeStore
 from serve_app.store.server import QdrantServerStore
-from tests.fakes import DIM, FakeEmbedder, direction
+from tests.fakes import DIM, GOOD_QUALITY, FakeEmbedder, direction
 
 TENANT = "t1"
 WAIT_S = 20.0
@@ -160,6 +160,12 @@ class Gate(VectorStore):
     def delete_where(self, collection: str, where: Filter) -> None:
         self._call("delete_where", collection, where)
 
+    def collection_metadata(self, collection: str) -> dict[str, Any]:
+        return self._call("collection_metadata", collection)  # type: ignore[no-any-return]
+
+    def update_collection_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        self._call("update_collection_metadata", collection, metadata)
+
 
 # --- fixtures ---------------------------------------------------------------------------
 
@@ -224,7 +230,7 @@ def enroll(node: Replica, identity: str, variants: Sequence[int] = (1, 2, 3)) ->
 
 def ingest_gallery(node: Replica, name: str, image_id: str) -> dict[str, Any]:
     """A crawled photo whose one face is `name`'s (a fresh variant, so not a duplicate)."""
-    face = Face((5.0, 5.0, 60.0, 70.0), 0.9, direction(name))
+    face = Face((5.0, 5.0, 60.0, 70.0), 0.9, direction(name), GOOD_QUALITY)
     p_hash = f"{random.Random(image_id).getrandbits(64):016x}"
     embedded = EmbedResult(faces=[face], width=100, height=100, p_hash=p_hash)
     return store_copy(node, image_id, embedded)
@@ -350,7 +356,7 @@ def near_copy(flipped_bits: Sequence[int], name: str = "crowd", base: int = BASE
     p_hash = base
     for bit in flipped_bits:
         p_hash ^= 1 << bit
-    faces = [Face((10.0 * i, 5.0, 10.0 * i + 40, 60.0), 0.9, direction(f"{name}-{i}")) for i in range(3)]
+    faces = [Face((10.0 * i, 5.0, 10.0 * i + 40, 60.0), 0.9, direction(f"{name}-{i}"), GOOD_QUALITY) for i in range(3)]
     return EmbedResult(faces=faces, width=200, height=100, p_hash=f"{p_hash:016x}")
 
 

@@ -31,6 +31,7 @@ from serve_app.store.base import CollectionSpec, Record, VectorStore
 from serve_app.store.edge import EdgeStore
 from tests.helpers import faces_of, identities_of
 from serve_app.store.server import QdrantServerStore
+from serve_app.store.timed import TimedStore
 
 DIM = 8
 COLLECTION = "points"
@@ -52,10 +53,24 @@ class RecordingClient(QdrantClient):
         return super().create_payload_index(collection_name, field_name, *args, **kwargs)
 
 
-@pytest.fixture(params=["edge", "server"])
+class NullObserver:
+    def operation(self, operation: str, collection: str, seconds: float) -> None:
+        assert seconds >= 0
+
+    def points(self, collection: str, count: int) -> None:
+        assert count >= 0
+
+
+@pytest.fixture(params=["edge", "server", "timed"])
 def store(request, tmp_path: Path) -> Iterator[VectorStore]:
-    engine: VectorStore = EdgeStore(tmp_path / "edge") if request.param == "edge" \
-        else QdrantServerStore(RecordingClient())
+    # "timed": the FaceStore deployment's wrapper (TimedStore) must keep the contract.
+    engine: VectorStore
+    if request.param == "edge":
+        engine = EdgeStore(tmp_path / "edge")
+    elif request.param == "server":
+        engine = QdrantServerStore(RecordingClient())
+    else:
+        engine = TimedStore(EdgeStore(tmp_path / "edge"), NullObserver())
     yield engine
     engine.close()
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ray import serve
 
+from serve_app.component_metrics import EmbedderMetrics
 from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, EmbedResult, load_pipeline
 
@@ -23,6 +24,7 @@ class FaceEmbedder:
         # The models run a warm-up batch as they load: the first request does not pay for it.
         self.pipeline = load_pipeline(Settings())
         self.batch_config = dict(DEFAULT_BATCH)
+        self.metrics = EmbedderMetrics()
         logger.info("FaceEmbedder ready: detector on %s, recognizer on %s",
                     self.pipeline.detector.provider, self.pipeline.recognizer.provider)
 
@@ -37,7 +39,11 @@ class FaceEmbedder:
     async def embed(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
         # onnxruntime releases the GIL: run it off the event loop so requests keep
         # queueing (and the next batch keeps forming) while this one computes.
-        return await asyncio.to_thread(self.pipeline.run, requests)
+        results = await asyncio.to_thread(self.pipeline.run, requests)
+        timings = results[0].timings if results else None
+        if timings is not None:
+            self.metrics.batch(timings, images=len(requests), faces=sum(len(result.faces) for result in results))
+        return results
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", **self.pipeline.describe(), "batch": self.batch_config}

@@ -22,6 +22,7 @@ from serve_app.auth import KeyRing
 from serve_app.config import Settings
 from serve_app.deployments.clients import EmbedderClient, StoreClient
 from serve_app.flows.ports import Ports
+from serve_app.gauge_refresh import GaugeRefresher, report_interval_s
 from serve_app.metrics import ServiceMetrics
 from serve_app.web.app import FeatureFlags, Services, create_app
 
@@ -44,10 +45,12 @@ class Gateway:
         self.settings = settings
         self.flags = FeatureFlags(verification_flow=settings.enable_verification_flow)
         embedder_client, store_client = EmbedderClient(embedder), StoreClient(store)
+        metrics = ServiceMetrics()
+        self.gauges = GaugeRefresher(metrics.refresh_gauges, report_interval_s() / 2).start()
         self.api = create_app(Services(
             ports=Ports(embedder_client, store_client, settings),
             keys=KeyRing(settings.auth_enabled, settings.api_keys_file, settings.api_keys),
-            metrics=ServiceMetrics(),
+            metrics=metrics,
             components={"embedder": embedder_client, "store": store_client},
             flags=self.flags,
         ))

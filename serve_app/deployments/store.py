@@ -18,10 +18,13 @@ from typing import Any
 
 from ray import serve
 
+from serve_app.component_metrics import StoreMetrics
 from serve_app.config import Settings
+from serve_app.gauge_refresh import GaugeRefresher, report_interval_s
 from serve_app.flows.ports import ThreadedRepository
 from serve_app.repository import FaceRepository
 from serve_app.store.provenance import ProfileRefusal, RefusedStore, open_repository, recognizer_fingerprint
+from serve_app.store.timed import TimedStore
 
 logger = logging.getLogger("ray.serve")
 
@@ -40,13 +43,19 @@ class FaceStore(ThreadedRepository):
         settings = Settings()
         self.refusal: ProfileRefusal | None = None
         try:
-            repository = open_repository(settings, planned_replicas(), recognizer_fingerprint(settings))
+            # Every storage call timed by operation and collection ("Qdrant latency").
+            repository = open_repository(settings, planned_replicas(), recognizer_fingerprint(settings),
+                                         wrap=lambda store: TimedStore(store, StoreMetrics()))
         except ProfileRefusal as refusal:
             logger.error("FaceStore refuses to serve: %s", refusal)
             self.refusal = refusal
             repository = FaceRepository.for_settings(RefusedStore(refusal), settings)
         super().__init__(repository)
         if self.refusal is None:
+            # Collection sizes read again every half report interval (each read sets the
+            # gauge): they stay exported, and follow writes made elsewhere (another
+            # replica on a Qdrant server, bulk ingestion).
+            self.sizes = GaugeRefresher(repository.stats, report_interval_s() / 2).start()
             stats = repository.stats()
             logger.info("ensure_all() done on %s: %s", stats.engine, dataclasses.asdict(stats)["collections"])
 
@@ -57,6 +66,9 @@ class FaceStore(ThreadedRepository):
 
     def __del__(self) -> None:
         # Serve calls __del__ on graceful shutdown: flush and release the shard locks.
+        sizes = getattr(self, "sizes", None)
+        if sizes is not None:
+            sizes.stop()
         repository = getattr(self, "repository", None)
         if repository is not None:
             repository.store.close()

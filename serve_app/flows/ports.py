@@ -29,6 +29,7 @@ from serve_app.repository import (
     StoreStats,
     StoredImage,
 )
+from serve_app.stage_timing import record_batch
 from serve_app.store.base import Hit
 
 
@@ -139,6 +140,7 @@ class PipelineEmbedder:
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         results = await asyncio.to_thread(self._pipeline.run, [request])
+        record_batch(results[0].timings)
         return results[0]
 
     async def health(self) -> dict[str, Any]:

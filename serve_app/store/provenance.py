@@ -6,7 +6,7 @@ similarity meaningless). Each collection records the model that writes it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, NoReturn
 
@@ -70,10 +70,12 @@ def check_model(store: VectorStore, collections: Sequence[str], model: ModelFing
             )
 
 
-def open_repository(settings: Settings, planned_replicas: int, model: ModelFingerprint) -> FaceRepository:
-    """The configured collections, created where missing and checked; raises ProfileRefusal."""
+def open_repository(settings: Settings, planned_replicas: int, model: ModelFingerprint,
+                    wrap: Callable[[VectorStore], VectorStore] = lambda store: store) -> FaceRepository:
+    """The configured collections, created where missing and checked; raises ProfileRefusal.
+    `wrap` decorates the engine (the FaceStore deployment times every call with it)."""
     check_replicas(settings, planned_replicas)
-    store = open_store(settings)
+    store = wrap(open_store(settings))
     repository = FaceRepository.for_settings(store, settings)
     try:
         try:

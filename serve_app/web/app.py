@@ -40,6 +40,7 @@ from serve_app.schemas import (
     VerifyRequest,
     VerifyResponse,
 )
+from serve_app.stage_timing import stage
 from serve_app.web.body_limit import BodySizeLimit
 from serve_app.web.caller import Authenticate, CallerDep
 from serve_app.web.errors import install_error_handlers
@@ -109,7 +110,8 @@ def create_app(services: Services) -> FastAPI:
 
     def image(value: str, index: int | None = None) -> bytes:
         try:
-            return decode_base64(value, settings.max_image_bytes)
+            with stage("decode"):
+                return decode_base64(value, settings.max_image_bytes)
         except DomainError as error:
             if index is not None:
                 error.extra.setdefault("image_index", index)
@@ -125,6 +127,8 @@ def create_app(services: Services) -> FastAPI:
     async def health() -> JSONResponse:
         names = list(services.components)
         states = await asyncio.gather(*(_probe(services.components[name]) for name in names))
+        for name, state in zip(names, states, strict=True):
+            metrics.component_health(name, state.get("status") == "ok")
         healthy = all(state.get("status") == "ok" for state in states)
         body = {
             "status": "healthy" if healthy else "unhealthy",

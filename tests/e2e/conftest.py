@@ -12,7 +12,9 @@ from loadtests.launcher import ServeProcess
 
 @pytest.fixture(scope="session")
 def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    app = ServeProcess(tmp_path_factory.mktemp("serve"))
+    # Metrics reach the agent every second instead of every ten: the tests that read them
+    # (test_prometheus.py) wait less.
+    app = ServeProcess(tmp_path_factory.mktemp("serve"), env={"RAY_metrics_report_interval_ms": "1000"})
     seconds = app.start()
     print(f"\nServe app healthy after {seconds:.1f}s on {app.url} (log: {app.log_path})")
     yield app
