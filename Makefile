@@ -56,8 +56,11 @@ LOADTEST_SPAWN_RATE ?= 4
 LOADTEST_RUN_TIME   ?= 90s
 LOADTEST_ARGS       ?=
 BENCH_ARGS          ?=
+# The gallery benchmark's size (faces in the embedded store) and other options.
+GALLERY_FACES       ?= 1000000
+BENCH_GALLERY_ARGS  ?=
 
-.PHONY: loadtest bench
+.PHONY: loadtest bench bench-gallery
 
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtests.run --users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_SPAWN_RATE) \
@@ -65,3 +68,6 @@ loadtest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
+
+bench-gallery: $(STAMP)
+	$(BIN)/python -m loadtests.bench_gallery --faces $(GALLERY_FACES) $(BENCH_GALLERY_ARGS)

@@ -11,8 +11,9 @@ What it measures, on the providers `choose_providers("cuda")` picks:
   silently when a CUDA library is missing);
 - that detection and embedding agree with the CPU sessions (same faces; embeddings at
   cosine >= 0.999), so a GPU deployment serves the same answers;
-- images/s of the detector and faces/s of the recognizer at several batch sizes, with the
-  latency of one batch (p50/p95), after a warm-up.
+- images/s of the detector (photos of mixed shapes, as requests bring them) and faces/s
+  of the recognizer at several batch sizes, with the latency of one batch (p50/p95),
+  after a warm-up.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def run(images: list[np.ndarray], seconds: float, batches: list[int]) -> dict[st
     model_dir = os.environ.get("FACE_MODEL_DIR")
     pack = locate_pack(Path(model_dir) if model_dir else None)
     providers = choose_providers("cuda")
-    det_gpu, rec_gpu = FaceDetector(pack.detector, providers), FaceRecognizer(pack.recognizer, providers)
+    # As load_pipeline builds it on CUDA: every photo on the full square (one input shape).
+    det_gpu = FaceDetector(pack.detector, providers, square_canvas=True)
+    rec_gpu = FaceRecognizer(pack.recognizer, providers)
     report: dict[str, Any] = {
         "providers": {"detector": det_gpu.provider, "recognizer": rec_gpu.provider},
         "models": {"detector": det_gpu.name, "recognizer": rec_gpu.name},
@@ -91,7 +94,7 @@ def run(images: list[np.ndarray], seconds: float, batches: list[int]) -> dict[st
     if det_gpu.provider != "CUDAExecutionProvider" or rec_gpu.provider != "CUDAExecutionProvider":
         report["error"] = "the sessions did not land on CUDAExecutionProvider"
         return report
-    report["agreement"] = agreement(images, det_gpu, rec_gpu, FaceDetector(pack.detector, CPU),
+    report["agreement"] = agreement(images, det_gpu, rec_gpu, FaceDetector(pack.detector, CPU, square_canvas=True),
                                     FaceRecognizer(pack.recognizer, CPU))
     crops = [rec_gpu.align(image, landmarks) for image in images
              for landmarks in det_gpu.detect([image])[0].landmarks]

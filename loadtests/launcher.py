@@ -103,6 +103,11 @@ class ServeProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def pids(self) -> list[int]:
+        """The processes this started (`ray start`, `serve run`); Ray's own hang below them."""
+        return [process.pid for process in (self._ray, self.process) if process is not None]
+
+    @property
     def ray_address(self) -> str:
         return f"127.0.0.1:{self.ray_port}"
 

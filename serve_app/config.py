@@ -16,6 +16,11 @@ from serve_app.dedup import MAX_SUPPORTED_DISTANCE
 
 SERVICE_NAME = "face-pipeline-search-api"
 
+# Decode budget and face cap defaults (also the defaults of the plain-Python APIs).
+DEFAULT_MAX_JPEG_SCANS = 100
+DEFAULT_MAX_DECODE_SECONDS = 5.0
+DEFAULT_MAX_FACES_PER_IMAGE = 100
+
 
 class Settings(BaseSettings):
     # Empty values (as in a copied env.example) mean "use the default".
@@ -90,6 +95,15 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(40 * 1024 * 1024, ge=1024)
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=10_000)
+    # Decode budget: progressive JPEG scans (each costs a pass over every coefficient) and
+    # the wall time one image's decoder may take, whatever the file's structure.
+    max_jpeg_scans: int = Field(DEFAULT_MAX_JPEG_SCANS, ge=1)
+    max_decode_seconds: float = Field(DEFAULT_MAX_DECODE_SECONDS, gt=0)
+    # Gallery faces stored per image at most (the largest kept; the answer counts the rest).
+    max_faces_per_image: int = Field(DEFAULT_MAX_FACES_PER_IMAGE, ge=1)
+    # Probes' largest face found on a half-side canvas first (serve_app.coarse_to_fine).
+    # Off until `make bench` shows its gain on an unloaded machine.
+    coarse_to_fine: bool = False
     max_enroll_images: int = Field(10, ge=1)
     # Requests per second per API key (token bucket per Gateway replica; 0 = no limit) and
     # the burst a key may send at once. Applies when AUTH_ENABLED: keys name the callers.

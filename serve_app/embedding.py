@@ -6,21 +6,41 @@ requests that `@serve.batch` gathered; tests call it directly.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from serve_app.config import Settings
+from serve_app.config import (
+    DEFAULT_MAX_DECODE_SECONDS,
+    DEFAULT_MAX_FACES_PER_IMAGE,
+    DEFAULT_MAX_JPEG_SCANS,
+    Settings,
+)
+from serve_app.coarse_to_fine import CoarseToFine
 from serve_app.dedup import perceptual_hash
-from serve_app.errors import DomainError, NoFaceDetected
-from serve_app.images import load_image
-from serve_app.models.detector import FaceDetector
+from serve_app.errors import DomainError, InvalidImage, NoFaceDetected
+from serve_app.images import (
+    Decoded,
+    DecodeLimits,
+    SourceImage,
+    decode_safely,
+    open_image,
+)
+from serve_app.models.detector import Detections, FaceDetector
 from serve_app.models.recognizer import FaceRecognizer
 from serve_app.quality import QualityMeasures, measure
 from serve_app.stage_timing import BatchTimings
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+# Crops per recognizer call: beyond this a CPU gains nothing from a larger batch.
+EMBED_SLICE = 32
 
 
 class FaceSelection(str, Enum):
@@ -56,6 +76,8 @@ class EmbedResult:
     width: int = 0
     height: int = 0
     small_faces_dropped: int = 0
+    # Faces beyond the per-image cap (the smallest ones), found but not embedded.
+    excess_faces_dropped: int = 0
     p_hash: str | None = None
     error: DomainError | None = None
     # The stage times of the batch this request ran in (for the Server-Timing header).
@@ -70,18 +92,49 @@ class EmbedResult:
         return self.faces[0]
 
 
+@dataclass
+class _Job:
+    """One request on its way through a batch: its source image and what was decoded."""
+
+    index: int
+    request: EmbedRequest
+    source: SourceImage
+    decoded: Decoded
+    crops: list[np.ndarray] = field(default_factory=list)
+    faces: list[tuple[tuple[float, float, float, float], float, QualityMeasures]] = field(default_factory=list)
+
+
 class FacePipeline:
+    """Decode, detect, select, align and embed a batch of requests.
+
+    Every step runs per image inside a guard: whatever one image makes a decoder or a
+    model raise becomes that request's refusal (`invalid_image` unless a more precise
+    code applies), and a batched model call that fails is re-run image by image, so one
+    hostile member never fails its batch.
+    """
+
     def __init__(
         self,
         detector: FaceDetector,
         recognizer: FaceRecognizer,
         min_face_size: int,
         max_image_pixels: int,
+        *,
+        max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS,
+        max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS,
+        max_faces_per_image: int = DEFAULT_MAX_FACES_PER_IMAGE,
+        scaled_decode: bool = True,
+        coarse_to_fine: bool = False,
     ) -> None:
         self.detector = detector
         self.recognizer = recognizer
         self.min_face_size = min_face_size
-        self.max_image_pixels = max_image_pixels
+        self.limits = DecodeLimits(max_image_pixels, max_jpeg_scans, max_decode_seconds)
+        self.max_faces_per_image = max_faces_per_image
+        # Off: every image decoded at full resolution (the reference the tests compare to).
+        self.scaled_decode = scaled_decode
+        # Probes (largest face): a small canvas first, the full one only where it must.
+        self.coarse_to_fine = CoarseToFine(detector) if coarse_to_fine else None
 
     @property
     def dim(self) -> int:
@@ -95,63 +148,155 @@ class FacePipeline:
     def run(self, requests: list[EmbedRequest]) -> list[EmbedResult]:
         started = time.perf_counter()
         results = [EmbedResult() for _ in requests]
-        images: list[np.ndarray] = []
-        owners: list[int] = []
+        jobs: list[_Job] = []
         for index, request in enumerate(requests):
-            try:
-                image = load_image(request.data, self.max_image_pixels)
-            except DomainError as error:
-                results[index].error = error
-                continue
-            results[index].height, results[index].width = image.shape[:2]
-            if request.with_phash:
-                results[index].p_hash = perceptual_hash(image)
-            images.append(image)
-            owners.append(index)
+            job = _guarded(results[index], self._open, index, request)
+            if job is not None:
+                jobs.append(job)
 
         decoded = time.perf_counter()
-        detections = self.detector.detect(images)
+        detections = self._detect(jobs, results)
         detected = time.perf_counter()
-        crops: list[np.ndarray] = []
-        pending: list[tuple[int, tuple[float, float, float, float], float, QualityMeasures]] = []
-        for image, owner, found in zip(images, owners, detections, strict=True):
-            chosen = self._select(found, requests[owner].selection, results[owner])
-            for face_index in chosen:
-                crop = self.recognizer.align(image, found.landmarks[face_index])
-                x1, y1, x2, y2 = (float(v) for v in found.boxes[face_index])
-                score = float(found.scores[face_index])
-                crops.append(crop)
-                pending.append((owner, (x1, y1, x2, y2), score,
-                                measure(crop, found.landmarks[face_index], (x1, y1, x2, y2), score)))
+        for job, found in zip(jobs, detections, strict=True):
+            if found is not None:
+                _guarded(results[job.index], self._crop, job, found, results[job.index])
+            job.decoded = _RELEASED  # the pixels are not needed past alignment
 
-        embeddings = self.recognizer.embed(crops)
-        for (owner, box, score, quality), embedding in zip(pending, embeddings, strict=True):
-            results[owner].faces.append(Face(box=box, det_score=score, embedding=embedding, quality=quality))
+        embedded = [job for job in jobs if job.crops and results[job.index].error is None]
+        for job, vectors in zip(embedded, self._embed(embedded, results), strict=True):
+            if vectors is None:
+                continue
+            for (box, score, quality), vector in zip(job.faces, vectors, strict=True):
+                results[job.index].faces.append(Face(box=box, det_score=score, embedding=vector, quality=quality))
+        # Alignment (and any finer re-decode it needed) counts with embedding, as before.
         timings = BatchTimings(decode=decoded - started, detect=detected - decoded,
                                embed=time.perf_counter() - detected)
         for result in results:
             result.timings = timings
         return results
 
-    def _select(self, found: Any, selection: FaceSelection, result: EmbedResult) -> list[int]:
-        if len(found) == 0:
+    def _open(self, index: int, request: EmbedRequest) -> _Job:
+        source = open_image(request.data, self.limits)
+        # Detection needs the detector's canvas, never more: decode at the coarsest DCT
+        # scale that still covers it (alignment decodes finer where a face needs it).
+        # Gallery images keep twice that: their small faces' landmarks would otherwise
+        # move by a detector pixel with the resampling (self-similarity 0.90 -> 0.99 on
+        # a 12 MP group photo), while a probe's large face does not notice (0.998).
+        canvas = self.detector.input_size * (2 if request.selection is FaceSelection.ALL else 1)
+        scale = source.coarsest_scale(canvas) if self.scaled_decode else 1
+        decoded = decode_safely(source, scale)
+        return _Job(index, request, source, decoded)
+
+    def _detect(self, jobs: list[_Job], results: list[EmbedResult]) -> list[Detections | None]:
+        def detect(batch: list[_Job]) -> list[Detections]:
+            # Probes go coarse-to-fine where that is on; everything else to the full canvas.
+            stages = self.coarse_to_fine
+            coarse = [stages is not None and job.request.selection is FaceSelection.LARGEST for job in batch]
+            images = {flag: [job.decoded.pixels for job, c in zip(batch, coarse, strict=True) if c is flag]
+                      for flag in (True, False)}
+            found = {
+                True: iter(stages.detect_largest(images[True]) if stages is not None and images[True] else []),
+                False: iter(self.detector.detect(images[False]) if images[False] else []),
+            }
+            return [next(found[flag]) for flag in coarse]
+
+        return _split_on_failure(jobs, results, "detection", detect)
+
+    def _embed(self, jobs: list[_Job], results: list[EmbedResult]) -> list[np.ndarray | None]:
+        def embed(batch: list[_Job]) -> list[np.ndarray]:
+            crops = [crop for job in batch for crop in job.crops]
+            # In slices: onnxruntime's arena keeps the largest activations it was ever
+            # asked for, so one call of 800 crops would pin gigabytes for good.
+            vectors = np.concatenate([self.recognizer.embed(crops[start:start + EMBED_SLICE])
+                                      for start in range(0, len(crops), EMBED_SLICE)])
+            bounds = np.cumsum([0] + [len(job.crops) for job in batch])
+            return [vectors[bounds[i]:bounds[i + 1]] for i in range(len(batch))]
+
+        return _split_on_failure(jobs, results, "embedding", embed) if jobs else []
+
+    def _crop(self, job: _Job, found: Detections, result: EmbedResult) -> None:
+        decoded = job.decoded
+        result.width, result.height = decoded.width, decoded.height
+        if job.request.with_phash:
+            result.p_hash = perceptual_hash(decoded.pixels)
+        # Boxes and landmarks in the original image's pixels (the decode may be scaled).
+        boxes = found.boxes * decoded.scale
+        landmarks = found.landmarks * decoded.scale
+        chosen = self._select(boxes, job.request.selection, result)
+        if not chosen:
+            return
+        # A face must span enough decoded pixels for the recognizer's crop; where one
+        # would not, decode again at the finest scale it needs (full size at worst).
+        smallest = min(_face_size(boxes[i]) for i in chosen)
+        scale = decoded.scale
+        while scale > 1 and smallest / scale < self.recognizer.crop_size:
+            scale //= 2
+        if scale != decoded.scale:
+            decoded = decode_safely(job.source, scale)
+        for i in chosen:
+            crop = self.recognizer.align(decoded.pixels, landmarks[i] / decoded.scale)
+            x1, y1, x2, y2 = (float(v) for v in boxes[i])
+            score = float(found.scores[i])
+            job.crops.append(crop)
+            job.faces.append(((x1, y1, x2, y2), score, measure(crop, landmarks[i], (x1, y1, x2, y2), score)))
+
+    def _select(self, boxes: np.ndarray, selection: FaceSelection, result: EmbedResult) -> list[int]:
+        if len(boxes) == 0:
             if selection is FaceSelection.LARGEST:
                 result.error = NoFaceDetected()
             return []
-        widths = found.boxes[:, 2] - found.boxes[:, 0]
-        heights = found.boxes[:, 3] - found.boxes[:, 1]
+        widths = boxes[:, 2] - boxes[:, 0]
+        heights = boxes[:, 3] - boxes[:, 1]
         sizes = np.minimum(widths, heights)
         big_enough = np.where(sizes >= self.min_face_size)[0]
-        result.small_faces_dropped = int(len(found) - big_enough.size)
+        result.small_faces_dropped = int(len(boxes) - big_enough.size)
         if big_enough.size == 0:
             if selection is FaceSelection.LARGEST:
                 result.error = DomainError("face_too_small", 422, min_face_size=self.min_face_size)
             return []
+        areas = widths[big_enough] * heights[big_enough]
         if selection is FaceSelection.LARGEST:
-            areas = widths[big_enough] * heights[big_enough]
             return [int(big_enough[int(np.argmax(areas))])]
+        # A cap on the faces one image may store (each costs an alignment, an embedding
+        # and a stored point): the largest are kept.
+        kept = big_enough[np.argsort(-areas, kind="stable")[: self.max_faces_per_image]]
+        result.excess_faces_dropped = int(big_enough.size - kept.size)
         # Gallery faces in a stable, readable order: left to right, top to bottom.
-        return sorted(big_enough.tolist(), key=lambda i: (found.boxes[i, 0], found.boxes[i, 1]))
+        return sorted(kept.tolist(), key=lambda i: (boxes[i, 0], boxes[i, 1]))
+
+
+def _face_size(box: np.ndarray) -> float:
+    return float(min(box[2] - box[0], box[3] - box[1]))
+
+
+_RELEASED = Decoded(np.zeros((0, 0, 3), np.uint8), 1, 0, 0)
+
+
+def _split_on_failure(jobs: list[_Job], results: list[EmbedResult], what: str,
+                      call: Callable[[list[_Job]], list[_T]]) -> list[_T | None]:
+    """One model call for the whole batch; should it fail, one call per image, so that the
+    image that makes the model fail is refused and every other one answered."""
+    try:
+        return list(call(jobs))
+    except Exception:
+        if len(jobs) == 1:
+            logger.warning("%s failed on one image", what, exc_info=True)
+            results[jobs[0].index].error = InvalidImage("invalid_image", 422)
+            return [None]
+        logger.warning("batched %s failed; retrying image by image", what, exc_info=True)
+        return [_split_on_failure([job], results, what, call)[0] for job in jobs]
+
+
+def _guarded(result: EmbedResult, step: Callable[..., _T], *args: Any) -> _T | None:
+    """Run one image's step; any failure becomes that request's refusal, never the batch's."""
+    try:
+        return step(*args)
+    except DomainError as error:
+        result.error = error
+    except Exception:  # a bug or a model failure on this one image
+        logger.warning("image refused: %s raised", getattr(step, "__name__", "step"), exc_info=True)
+        result.error = InvalidImage("invalid_image", 422)
+    return None
 
 
 def load_pipeline(settings: Settings) -> FacePipeline:
@@ -169,4 +314,6 @@ def load_pipeline(settings: Settings) -> FacePipeline:
     if recognizer.dim != settings.vector_dim:
         raise ValueError(f"recognizer {pack.recognizer.name} yields {recognizer.dim}-d vectors, "
                          f"VECTOR_DIM is {settings.vector_dim}")
-    return FacePipeline(detector, recognizer, settings.min_face_size, settings.max_image_pixels)
+    return FacePipeline(detector, recognizer, settings.min_face_size, settings.max_image_pixels,
+                        max_jpeg_scans=settings.max_jpeg_scans, max_decode_seconds=settings.max_decode_seconds,
+                        max_faces_per_image=settings.max_faces_per_image, coarse_to_fine=settings.coarse_to_fine)

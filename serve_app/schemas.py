@@ -158,6 +158,7 @@ class IngestResponse(BaseModel):
     count: int
     duplicate_of: DuplicateOf | None = None
     small_faces_dropped: int = 0
+    excess_faces_dropped: int = Field(0, description="Faces beyond MAX_FACES_PER_IMAGE (the smallest), not stored")
 
 
 class DeletedIdentity(BaseModel):

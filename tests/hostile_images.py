@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 
@@ -57,7 +58,53 @@ def corpus() -> list[tuple[str, bytes, int | None, str | None]]:
         ("animated_webp", _save(rgb, "WEBP", save_all=True, append_images=[rgb.rotate(90)]), None, None),
         ("exif_rotated", _save(rgb.rotate(90, expand=True), "JPEG",
                                exif=_exif_orientation(8)), None, None),
+        # Orientation 6 beside a rational tag stored as text: ImageOps.exif_transpose raised
+        # TypeError on it, which failed every request batched with it. The pixels are fine.
+        ("exif_rational_as_text", crafted_exif_jpeg(rgb.rotate(90, expand=True)), None, None),
+        ("jpeg_scan_bomb", scan_bomb_jpeg(rgb, 1000), 422, "image_too_complex"),
+        ("mpo", _save(rgb, "MPO", save_all=True, append_images=[rgb.resize((64, 64))]), None, None),
+        ("heic", _save(rgb, "HEIF", quality=90), None, None),
+        ("avif", _save(rgb, "AVIF", quality=90), None, None),
     ]
+
+
+def _tiff_ifd(entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """A little-endian TIFF header and one IFD of (tag, type, count, raw value) entries."""
+    table_end = 8 + 2 + 12 * len(entries) + 4
+    table, values = struct.pack("<H", len(entries)), b""
+    for tag, kind, count, value in entries:
+        if len(value) <= 4:
+            table += struct.pack("<HHI", tag, kind, count) + value.ljust(4, b"\x00")
+        else:
+            table += struct.pack("<HHII", tag, kind, count, table_end + len(values))
+            values += value
+    return b"II*\x00" + struct.pack("<I", 8) + table + struct.pack("<I", 0) + values
+
+
+def crafted_exif_jpeg(image: Image.Image, rational_tag: int = 0x011A) -> bytes:
+    """A JPEG whose EXIF has Orientation 6 and a RATIONAL tag (XResolution by default)
+    stored as ASCII text, which Pillow reads but cannot write back."""
+    text = b"72/1 dpi\x00"
+    exif = _tiff_ifd([(0x0112, 3, 1, struct.pack("<H", 6)), (rational_tag, 2, len(text), text)])
+    return _save(image, "JPEG", exif=b"Exif\x00\x00" + exif)
+
+
+_SOS = re.compile(rb"\xff\xda")
+_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xff\xd0-\xd7]")
+
+
+def scan_bomb_jpeg(image: Image.Image, repeats: int) -> bytes:
+    """A real progressive JPEG of `image` whose smallest scan is repeated `repeats` times
+    more: libjpeg decodes every repeat over the whole coefficient buffer."""
+    data = _save(image, "JPEG", progressive=True, quality=80)
+    scans = []
+    for match in _SOS.finditer(data):
+        header_end = match.start() + 2 + int.from_bytes(data[match.start() + 2:match.start() + 4], "big")
+        end = _NEXT_MARKER.search(data, header_end)
+        assert end is not None
+        scans.append((match.start(), end.start()))
+    start, end = min(scans[1:], key=lambda scan: scan[1] - scan[0])  # an AC scan (the first is DC)
+    return data[:end] + data[start:end] * repeats + data[end:]
 
 
 def _exif_orientation(value: int) -> bytes:

@@ -8,12 +8,16 @@ from __future__ import annotations
 import base64
 import io
 
+import struct
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
+import serve_app.images as images_module
 from serve_app.errors import InvalidImage
-from serve_app.images import decode_base64, load_image
+from serve_app.images import DecodeLimits, decode_base64, jpeg_scan_count, load_image, open_image
+from tests.hostile_images import crafted_exif_jpeg, scan_bomb_jpeg
 
 MAX_BYTES = 1_000_000
 MAX_PIXELS = 1_000_000
@@ -80,6 +84,14 @@ class TestDecodeBase64:
         wrapped = "  " + wrapped.replace("A", "A \t", 1) + "\r\n"
         assert decode_base64(wrapped, MAX_BYTES) == data
         assert decode_base64("data:image/png;base64," + wrapped, MAX_BYTES) == data
+
+    @pytest.mark.parametrize("blank", ["\x0b", "\x0c", "\x1c", "\x1f", "\u2003", "\u3000"])
+    def test_every_whitespace_the_slow_path_strips_is_still_stripped(self, blank):
+        # Payloads without whitespace skip the regex; any whitespace character, ASCII
+        # or not, must still take it.
+        data = png_bytes()
+        text = b64(data)
+        assert decode_base64(text[:8] + blank + text[8:], MAX_BYTES) == data
 
     @pytest.mark.parametrize("text", ["not base64 at all!", "abc$def", "a"])
     def test_invalid_base64(self, text):
@@ -343,3 +355,205 @@ def test_invalid_image_survives_pickling():
     clone = pickle.loads(pickle.dumps(excinfo.value))
     assert isinstance(clone, InvalidImage)
     assert (clone.code, clone.status_code) == ("not_an_image", 422)
+
+
+# --- EXIF orientation, also when the EXIF block is malformed -------------------------
+
+def _quadrants() -> Image.Image:
+    """40x20 with four distinct colours, so any flip or turn shows."""
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    image.paste((0, 255, 0), (20, 0, 40, 10))
+    image.paste((0, 0, 255), (0, 10, 20, 20))
+    image.paste((255, 255, 0), (20, 10, 40, 20))
+    return image
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillow(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(_quadrants(), "PNG", exif=exif.tobytes())  # lossless: pixels compare exactly
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))[:, :, ::-1]
+    np.testing.assert_array_equal(load_image(data, MAX_PIXELS), expected)
+
+
+@pytest.mark.parametrize("tag", [0x011A, 0x0128], ids=["rational_as_text", "short_as_text"])
+def test_malformed_exif_is_ignored_and_orientation_still_applied(tag):
+    """Orientation 6 beside a tag of the wrong type: exif_transpose raises on it (TypeError
+    or struct.error), which used to fail every request batched with the photo."""
+    data = crafted_exif_jpeg(_quadrants(), tag)
+    with pytest.raises((TypeError, struct.error)):
+        ImageOps.exif_transpose(Image.open(io.BytesIO(data)))  # sanity: the crafted block bites
+    array = load_image(data, MAX_PIXELS)
+    assert_bgr8(array, 40, 20)  # turned a quarter clockwise
+    top_left = array[3, 3].astype(int)  # the stored bottom-left (blue) quadrant
+    assert top_left[0] > 200 and top_left[2] < 60
+
+
+def test_unreadable_exif_counts_as_no_orientation(monkeypatch):
+    def broken(self):
+        raise AttributeError("crafted")
+
+    monkeypatch.setattr(Image.Image, "getexif", broken)
+    array = load_image(encode(_quadrants(), "PNG"), MAX_PIXELS)
+    assert_bgr8(array, 20, 40)
+
+
+def test_unexpected_decoder_exception_is_this_images_invalid_image(monkeypatch):
+    def explode(image):
+        raise RuntimeError("decoder bug")
+
+    monkeypatch.setattr(images_module, "_to_rgb8", explode)
+    with pytest.raises(InvalidImage) as excinfo:
+        load_image(png_bytes(), MAX_PIXELS)
+    assert_invalid(excinfo, "invalid_image", 422)
+
+
+def test_unexpected_parser_exception_is_invalid_image(monkeypatch):
+    def explode(*args, **kwargs):
+        raise struct.error("crafted header")
+
+    monkeypatch.setattr(images_module, "jpeg_scan_count", explode)
+    with pytest.raises(InvalidImage) as excinfo:
+        open_image(encode(Image.new("RGB", (8, 8)), "JPEG"), DecodeLimits(MAX_PIXELS))
+    assert_invalid(excinfo, "invalid_image", 422)
+
+
+# --- decode budget ---------------------------------------------------------------------
+
+def _photo(size: tuple[int, int] = (96, 64)) -> Image.Image:
+    rng = np.random.default_rng(3)
+    return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
+
+
+class TestDecodeBudget:
+    def test_scan_counts_of_real_encodings(self):
+        photo = _photo()
+        assert jpeg_scan_count(encode(photo, "JPEG"), 1000) == 1
+        assert jpeg_scan_count(encode(photo, "JPEG", progressive=True), 1000) == 10
+        assert jpeg_scan_count(encode(photo.convert("L"), "JPEG", progressive=True), 1000) == 6
+
+    def test_scans_of_an_embedded_thumbnail_or_second_image_are_not_counted(self):
+        photo = _photo()
+        progressive = encode(photo, "JPEG", progressive=True)
+        # A JPEG inside an APP segment (as EXIF thumbnails are) is skipped by length.
+        app = b"\xff\xe2" + struct.pack(">H", len(progressive) + 2) + progressive
+        baseline = encode(photo, "JPEG")
+        assert jpeg_scan_count(baseline[:2] + app + baseline[2:], 1000) == 1
+        # An MPO's second image follows the first one's EOI: never decoded, not counted.
+        mpo = encode(photo, "MPO", save_all=True, append_images=[photo])
+        assert Image.open(io.BytesIO(mpo)).format == "MPO"
+        assert jpeg_scan_count(mpo, 1000) == 1
+
+    def test_repeated_scan_bomb_refused_before_decoding(self):
+        bomb = scan_bomb_jpeg(_photo((256, 256)), 1500)
+        assert len(bomb) < 4_000_000
+        assert jpeg_scan_count(bomb, 10**6) == 1510
+        with pytest.raises(InvalidImage) as excinfo:
+            open_image(bomb, DecodeLimits(MAX_PIXELS))
+        assert_invalid(excinfo, "image_too_complex", 422)
+        assert excinfo.value.extra == {"reason": "jpeg_scans"}
+
+    def test_scan_limit_is_inclusive(self):
+        data = encode(_photo(), "JPEG", progressive=True)
+        assert_bgr8(load_image(data, MAX_PIXELS, max_jpeg_scans=10), 64, 96)
+        with pytest.raises(InvalidImage) as excinfo:
+            load_image(data, MAX_PIXELS, max_jpeg_scans=9)
+        assert_invalid(excinfo, "image_too_complex", 422)
+
+    def test_marker_flood_refused(self):
+        # Thousands of empty segments: cheap bytes, each a step for the header walk.
+        data = encode(_photo(), "JPEG")
+        flood = data[:2] + b"\xff\xfe\x00\x02" * 5000 + data[2:]
+        with pytest.raises(InvalidImage) as excinfo:
+            load_image(flood, MAX_PIXELS)
+        assert_invalid(excinfo, "image_too_complex", 422)
+        assert excinfo.value.extra == {"reason": "jpeg_markers"}
+
+    def test_decoder_stopped_at_the_deadline(self, monkeypatch):
+        # A clock that advances one second per look: reads stop once the budget is spent.
+        ticks = iter(range(10**6))
+        monkeypatch.setattr(images_module.time, "monotonic", lambda: float(next(ticks)))
+        data = encode(_photo((512, 512)), "PNG")  # several decoder blocks
+        assert len(data) > 4 * 16 * 1024
+        with pytest.raises(InvalidImage) as excinfo:
+            load_image(data, MAX_PIXELS, max_decode_seconds=3)
+        assert_invalid(excinfo, "image_too_complex", 422)
+        assert excinfo.value.extra == {"reason": "decode_time"}
+        assert_bgr8(load_image(data, MAX_PIXELS, max_decode_seconds=10**5), 512, 512)
+
+
+# --- what phones produce ---------------------------------------------------------------
+
+class TestPhoneFormats:
+    def test_mpo_decodes_as_its_first_image(self):
+        first, second = Image.new("RGB", (32, 24), (255, 0, 0)), Image.new("RGB", (32, 24), (0, 0, 255))
+        data = encode(first, "MPO", save_all=True, append_images=[second], quality=95)
+        assert Image.open(io.BytesIO(data)).format == "MPO"
+        array = load_image(data, MAX_PIXELS)
+        assert_bgr8(array, 24, 32)
+        b, g, r = array[12, 16].astype(int)
+        assert r > 200 and b < 60
+
+    def test_heic_with_rotation(self):
+        # pillow-heif stores EXIF orientation 6 as an HEIF rotation and applies it on decode.
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        data = encode(_quadrants(), "HEIF", quality=95, exif=exif.tobytes())
+        assert data[4:12] == b"ftypheic"
+        array = load_image(data, MAX_PIXELS)
+        assert_bgr8(array, 40, 20)
+        top_left = array[3, 3].astype(int)  # the stored bottom-left (blue) quadrant
+        assert top_left[0] > 200 and top_left[2] < 60
+
+    def test_avif(self):
+        data = encode(Image.new("RGB", (16, 8), (0, 0, 255)), "AVIF", quality=95)
+        array = load_image(data, MAX_PIXELS)
+        assert_bgr8(array, 8, 16)
+        b, g, r = array[4, 8].astype(int)
+        assert b > 200 and r < 60
+
+
+# --- decoding at a reduced scale ----------------------------------------------------------
+
+class TestScaledDecode:
+    @pytest.mark.parametrize("scale", [1, 2, 4, 8])
+    def test_jpeg_decodes_at_dct_scales(self, scale):
+        source = open_image(encode(_photo((100, 60)), "JPEG"), DecodeLimits(MAX_PIXELS))
+        decoded = source.decode(scale)
+        assert decoded.scale == scale
+        assert_bgr8(decoded.pixels, -(-60 // scale), -(-100 // scale))
+        assert (decoded.width, decoded.height) == (100, 60)
+        assert decoded.pixels.flags["C_CONTIGUOUS"]
+
+    def test_scaled_decode_keeps_the_orientation_and_reports_the_upright_size(self):
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        image = _quadrants().resize((400, 200), Image.NEAREST)
+        decoded = open_image(encode(image, "JPEG", exif=exif.tobytes(), quality=95),
+                             DecodeLimits(MAX_PIXELS)).decode(4)
+        assert decoded.scale == 4 and (decoded.width, decoded.height) == (200, 400)
+        assert_bgr8(decoded.pixels, 100, 50)
+        top_left = decoded.pixels[5, 5].astype(int)
+        assert top_left[0] > 200 and top_left[2] < 60
+
+    def test_scaled_decode_looks_like_the_full_one_shrunk(self):
+        photo = Image.open(io.BytesIO(encode(_quadrants().resize((400, 200)), "JPEG", quality=95)))
+        data = encode(photo, "JPEG", quality=95)
+        full = open_image(data, DecodeLimits(MAX_PIXELS)).decode(1).pixels
+        quarter = open_image(data, DecodeLimits(MAX_PIXELS)).decode(4).pixels
+        shrunk = full.reshape(50, 4, 100, 4, 3).mean(axis=(1, 3))
+        assert np.abs(shrunk - quarter).mean() < 3
+
+    def test_other_formats_decode_whole(self):
+        source = open_image(encode(_photo((100, 60)), "PNG"), DecodeLimits(MAX_PIXELS))
+        assert source.coarsest_scale(10) == 1
+        decoded = source.decode(4)
+        assert decoded.scale == 1 and decoded.pixels.shape == (60, 100, 3)
+
+    def test_coarsest_scale_keeps_the_longer_side(self):
+        source = open_image(encode(_photo((4000, 3000)), "JPEG"), DecodeLimits(20_000_000))
+        assert source.coarsest_scale(640) == 4  # 1000 px; 1/8 would give 500
+        assert source.coarsest_scale(1280) == 2
+        assert source.coarsest_scale(400) == 8
+        assert source.coarsest_scale(5000) == 1

@@ -170,3 +170,15 @@ def test_image_without_faces_is_reported_not_stored(ports, repository) -> None:
     answer = ingest(ports, blank)
     assert answer.status == IngestStatus.NO_FACES and answer.count == 0
     assert faces_of(repository, "t1") == 0
+
+
+def test_ingest_answer_counts_faces_over_the_per_image_cap(repository, pipeline, settings, players_jpeg) -> None:
+    from serve_app.embedding import EmbedRequest, FaceSelection
+
+    everyone = len(pipeline.run([EmbedRequest(players_jpeg, FaceSelection.ALL)])[0].faces)
+    capped = FacePipeline(pipeline.detector, pipeline.recognizer, pipeline.min_face_size,
+                          pipeline.limits.max_pixels, max_faces_per_image=4)
+    ports = Ports(PipelineEmbedder(capped), ThreadedRepository(repository), settings)
+    answer = ingest(ports, players_jpeg)
+    assert answer.count == 4 and faces_of(repository, "t1") == 4
+    assert answer.excess_faces_dropped == everyone - 4 > 0

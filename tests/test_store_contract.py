@@ -376,6 +376,17 @@ class TestVectorStoreContract:
         assert ranked.count(COLLECTION, {}) == 4  # nothing was deleted
 
     # tenants --------------------------------------------------------------------------
+    def test_optimize_keeps_answers(self, coll):
+        # Edge builds its index here; a server optimizes by itself (a no-op call).
+        rng = np.random.default_rng(3)
+        coll.upsert(COLLECTION, [rec(n, rng.standard_normal(DIM), tenant_id=f"t{n % 2}") for n in range(200)])
+        queries = rng.standard_normal((5, DIM))
+        before = [[h.id for h in coll.search(COLLECTION, q, {"tenant_id": "t1"}, 5)] for q in queries]
+        coll.optimize(COLLECTION)
+        after = [[h.id for h in coll.search(COLLECTION, q, {"tenant_id": "t1"}, 5)] for q in queries]
+        assert after == before
+        assert coll.count(COLLECTION, {}) == 200
+
     def test_tenant_isolation(self, coll):
         # Tenant a's points are the best matches for the query and share every other
         # field with b's: only the tenant filter can keep them out of b's results.

@@ -91,6 +91,7 @@ async def store_embedded_image(
         tenant_id=tenant_id, image_id=image_id, p_hash=p_hash,
         face_ids=[face.id for face in faces], faces=shown, count=len(faces),
         small_faces_dropped=embedded.small_faces_dropped,
+        excess_faces_dropped=embedded.excess_faces_dropped,
     )
 
 

@@ -47,6 +47,7 @@ class CollectionInfo:
     points: int
     dim: int
     keyword_indexes: tuple[str, ...]
+    indexed_vectors: int = 0  # points under an HNSW index (the rest are searched by brute force)
     distance: str = "Cosine"
     # Every payload index, field -> type ("keyword", "integer", ...).
     indexes: Mapping[str, str] = field(default_factory=dict)
@@ -54,6 +55,22 @@ class CollectionInfo:
 
 # The key of the model record in each collection's metadata (serve_app.store.provenance).
 MODEL_KEY = "face_pipeline_model"
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """How an engine indexes vectors: HNSW graph parameters, the segment size from which
+    an HNSW index is built, and optional int8 scalar quantization (4x smaller vectors,
+    searched first and rescored with the originals)."""
+
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 100
+    # Filtered searches expected to touch fewer vectors than this (KB) scan them instead.
+    full_scan_threshold_kb: int = 10_000
+    # A segment larger than this (KB of vectors) gets an HNSW index when optimized.
+    indexing_threshold_kb: int = 10_000
+    int8: bool = False
+    int8_quantile: float = 0.99
 
 
 class VectorStore(abc.ABC):
@@ -138,6 +155,11 @@ class VectorStore(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional for engines without resources
         """Release files and connections."""
+
+    def optimize(self, collection: str) -> bool:
+        """Build the vector index of what was loaded; True if anything changed. A Qdrant
+        server optimizes in its own background threads, so the default does nothing."""
+        return False
 
 
 def record_from(point: Any, with_vectors: bool) -> Record:

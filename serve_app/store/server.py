@@ -103,7 +103,7 @@ class QdrantServerStore(VectorStore):
                    for name, index in sorted(schema.items())}
         distance = vectors.distance.value if isinstance(vectors, models.VectorParams) else "?"
         return CollectionInfo(collection, int(info.points_count or 0), int(dim), keywords,
-                              str(distance), indexes)
+                              distance=str(distance), indexes=indexes)
 
     def exists(self, collection: str) -> bool:
         return bool(self.client.collection_exists(collection))

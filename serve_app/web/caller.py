@@ -69,7 +69,9 @@ _api_key_scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                                description="Required when AUTH_ENABLED")
 
 
-def _caller(request: Request, _key: Annotated[str | None, Depends(_api_key_scheme)] = None,
+# `async`: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
+# request for what is a field lookup.
+async def _caller(request: Request, _key: Annotated[str | None, Depends(_api_key_scheme)] = None,
             x_tenant_id: Annotated[str | None, Header(alias="X-Tenant-ID",
                                                       description="Tenant, instead of tenant_id")] = None) -> Caller:
     principal = request.state.principal

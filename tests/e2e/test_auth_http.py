@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +109,7 @@ def test_operator_endpoint_needs_the_admin_key(http: httpx.Client, samples) -> N
 def test_keys_rotate_without_restart(secured, http: httpx.Client, samples) -> None:
     _, keyfile = secured
     write_keyring(keyfile, {**KEYS, "acme": "acme-key-2"})
+    time.sleep(1.2)  # the key ring reads the file at most once a second (README "API keys")
     body = {"identity_id": "alice", "image_b64": data_uri(samples["probe_same_person"])}
     old = http.post("/api/v1/verify", headers={"X-API-Key": "acme-key-1"}, json=body)
     assert old.status_code == 401

@@ -1,0 +1,31 @@
+"""Child process of `EdgeStore.rebuild_index`: open a copy of a shard, build its index
+(HNSW and quantized vectors, per the store's `IndexSettings`), flush and close it.
+
+Its own process because Edge holds the GIL while it optimizes.
+
+    python -m serve_app.store.edge_index SHARD_DIR DIM INDEX_SETTINGS_JSON
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import qdrant_edge as qe
+
+from serve_app.store.base import IndexSettings
+from serve_app.store.edge import edge_config
+
+
+def main(argv: list[str]) -> None:
+    path, dim, settings = argv
+    loaded = json.loads(settings)
+    index = IndexSettings(**loaded) if loaded else None
+    shard = qe.EdgeShard.load(path, edge_config(int(dim), index))
+    shard.optimize()
+    shard.flush()
+    shard.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
