@@ -13,17 +13,16 @@ sends both the same bodies.
 
 from __future__ import annotations
 
-import argparse
 import base64
 
 import cv2
 import numpy as np
-import uvicorn
 from fastapi import FastAPI, HTTPException
 from insightface.app.common import Face
 from insightface.model_zoo import get_model
 from pydantic import BaseModel
 
+from loadtests.peer_server import serve
 from serve_app.config import Settings
 from serve_app.models.pack import locate_pack
 from serve_app.repository import FaceRepository
@@ -106,15 +105,7 @@ def build_app(settings: Settings) -> tuple[FastAPI, FaceRepository]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve the insightface-docs peer (one process, no Ray).")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8012)
-    args = parser.parse_args(argv)
-    app, repository = build_app(Settings())
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning", access_log=False)
-    finally:
-        repository.store.close()
+    serve(build_app, "Serve the insightface-docs peer (one process, no Ray).", 8012, argv)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ thread. What it gains over the graph is what the graph's hops cost.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
-import uvicorn
 from fastapi import FastAPI
 
 from serve_app.auth import KeyRing
+from loadtests.peer_server import serve
 from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, load_pipeline
 from serve_app.flows.ports import PipelineEmbedder, Ports, ThreadedRepository
@@ -45,15 +44,7 @@ def build_app(settings: Settings) -> tuple[FastAPI, FaceRepository]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve the in-process peer (one process, no Ray, no batching).")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8011)
-    args = parser.parse_args(argv)
-    app, repository = build_app(Settings())
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning", access_log=False)
-    finally:
-        repository.store.close()
+    serve(build_app, "Serve the in-process peer (one process, no Ray, no batching).", 8011, argv)
 
 
 if __name__ == "__main__":
