@@ -15,8 +15,8 @@ import asyncio
 
 from fastapi import FastAPI
 
-from serve_app.auth import KeyRing
 from loadtests.peer_server import serve
+from serve_app.auth import KeyRing
 from serve_app.config import Settings
 from serve_app.embedding import EmbedRequest, load_pipeline
 from serve_app.flows.ports import PipelineEmbedder, Ports, ThreadedRepository
