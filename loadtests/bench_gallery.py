@@ -42,8 +42,8 @@ import psutil
 from loadtests.launcher import REPO_ROOT
 from serve_app.repository import FaceRepository
 from serve_app.similarity import cosine
-from serve_app.store.base import IndexSettings, Record
-from serve_app.store.edge import EdgeStore
+from serve_app.vectordb.base import IndexSettings, Record
+from serve_app.vectordb.edge import EdgeStore
 
 DEFAULT_OUT = REPO_ROOT / "results" / "bench"
 DIM = 512

@@ -27,7 +27,7 @@ from serve_app.config import Settings
 from serve_app.models.pack import locate_pack
 from serve_app.repository import FaceRepository
 from serve_app.similarity import cosine, similarity_from_cosine
-from serve_app.store import open_store
+from serve_app.vectordb import open_store
 
 
 class EnrollBody(BaseModel):

@@ -23,7 +23,7 @@ from serve_app.flows.ports import PipelineEmbedder, Ports, ThreadedRepository
 from serve_app.metrics import ServiceMetrics
 from serve_app.repository import FaceRepository
 from serve_app.samples import sample_set
-from serve_app.store import open_store
+from serve_app.vectordb import open_store
 from serve_app.web.app import Services, create_app
 
 

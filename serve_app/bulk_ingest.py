@@ -41,7 +41,7 @@ from serve_app.images import ALLOWED_FORMATS
 from serve_app.models.pack import choose_providers
 from serve_app.repository import FaceRepository
 from serve_app.schemas import ID_PATTERN, IngestResponse, IngestStatus
-from serve_app.store import open_store
+from serve_app.vectordb import open_store
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 assert {s.lstrip(".").upper().replace("JPG", "JPEG") for s in IMAGE_SUFFIXES} <= ALLOWED_FORMATS

@@ -20,7 +20,7 @@ STAGE_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class StoreMetrics:
-    """A `serve_app.store.timed.StoreObserver` on Ray's metrics."""
+    """A `serve_app.vectordb.timed.StoreObserver` on Ray's metrics."""
 
     def __init__(self) -> None:
         # Ray annotates tag_keys as a 1-tuple (Tuple[str]); any number of keys works.

@@ -14,12 +14,12 @@ from serve_app.config import Settings
 from serve_app.errors import DomainError
 from serve_app.models.onnx_model import ModelFingerprint
 from serve_app.repository import FaceRepository
-from serve_app.store.provenance import ProfileRefusal, check_model, recognizer_fingerprint
+from serve_app.vectordb.provenance import ProfileRefusal, check_model, recognizer_fingerprint
 
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """As each collection records it (serve_app.store.provenance, MODEL_KEY)."""
+    """As each collection records it (serve_app.vectordb.provenance, MODEL_KEY)."""
 
     name: str
     sha256: str

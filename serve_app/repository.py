@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 import numpy as np
 
 from serve_app.dedup import hamming, hash_bands
-from serve_app.store.base import MODEL_KEY, CollectionSpec, Hit, Record, VectorStore
+from serve_app.vectordb.base import MODEL_KEY, CollectionSpec, Hit, Record, VectorStore
 
 if TYPE_CHECKING:
     from serve_app.config import Settings

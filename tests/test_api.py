@@ -20,7 +20,7 @@ from serve_app.config import Settings
 from serve_app.flows.ports import Ports, ThreadedRepository
 from serve_app.metrics import ServiceMetrics
 from serve_app.repository import FaceRepository
-from serve_app.store.edge import EdgeStore
+from serve_app.vectordb.edge import EdgeStore
 from serve_app.web.app import Services, create_app
 from tests.fakes import DIM, FakeEmbedder, Recorder, recorded_metrics
 from tests.helpers import key_entry, write_keys

@@ -15,7 +15,7 @@ from serve_app.config import Settings
 from serve_app.flows.ports import Ports, ThreadedAdmin, ThreadedRepository
 from serve_app.model_identity import ModelIdentity
 from serve_app.repository import FaceRepository
-from serve_app.store.edge import EdgeStore
+from serve_app.vectordb.edge import EdgeStore
 from serve_app.web.app import Services, create_app
 from tests.fakes import DIM, FakeEmbedder, recorded_metrics
 from tests.helpers import key_entry, write_keys

@@ -13,7 +13,7 @@ from serve_app.embedding import EmbedRequest, FaceSelection
 from serve_app.bulk_ingest import list_images, main, run_ingest
 from serve_app.repository import FaceRepository
 from serve_app.samples import synthetic_gallery
-from serve_app.store.edge import EdgeStore
+from serve_app.vectordb.edge import EdgeStore
 from tests.helpers import faces_of
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve_app.store.base import CollectionSpec, IndexSettings, Record
-from serve_app.store.edge import EdgeStore
+from serve_app.vectordb.base import CollectionSpec, IndexSettings, Record
+from serve_app.vectordb.edge import EdgeStore
 
 DIM = 32
 SPEC = CollectionSpec("faces", DIM, ("tenant_id",))

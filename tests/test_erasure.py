@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from serve_app.repository import ErasedIdentity, ErasedTenant, FaceRepository, GalleryFace, point_id
-from serve_app.store.base import Record
-from serve_app.store.edge import EdgeStore
+from serve_app.vectordb.base import Record
+from serve_app.vectordb.edge import EdgeStore
 from tests.helpers import faces_of, identities_of
 
 DIM = 8

@@ -15,7 +15,7 @@ from serve_app.flows.ports import Ports, ThreadedRepository
 from serve_app.repository import FaceRepository
 from serve_app.schemas import EnrollResponse, IdentityRef
 from serve_app.similarity import similarity_from_cosine
-from serve_app.store.server import QdrantServerStore
+from serve_app.vectordb.server import QdrantServerStore
 from tests.fakes import DIM, FakeEmbedder, blend, direction
 from tests.helpers import faces_of, run
 

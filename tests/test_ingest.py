@@ -20,7 +20,7 @@ from serve_app.flows.ports import PipelineEmbedder, Ports, ThreadedRepository
 from serve_app.repository import FaceRepository
 from serve_app.samples import adjust, crop_box, encode_jpeg, read_package_image, resize
 from serve_app.schemas import EnrollResponse, IngestResponse, IngestStatus
-from serve_app.store.edge import EdgeStore
+from serve_app.vectordb.edge import EdgeStore
 from tests.helpers import faces_of, run
 
 

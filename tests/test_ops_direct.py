@@ -16,8 +16,8 @@ from serve_app.config import Settings
 from serve_app.model_identity import model_identity
 from serve_app.ops.cli import app, split_global
 from serve_app.repository import FACE_INDEXES, IDENTITY_INDEXES, FaceRepository, GalleryFace, point_id
-from serve_app.store.base import Record
-from serve_app.store.edge import EdgeStore
+from serve_app.vectordb.base import Record
+from serve_app.vectordb.edge import EdgeStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DIM = 512
@@ -94,7 +94,7 @@ def test_show_creates_nothing_and_ensure_creates_collections_indexes_and_model(t
 
 
 def test_show_names_a_missing_index(tmp_path: Path) -> None:
-    from serve_app.store.base import CollectionSpec
+    from serve_app.vectordb.base import CollectionSpec
 
     data_dir = tmp_path / "qdrant"
     store = EdgeStore(data_dir)

@@ -29,9 +29,9 @@ from serve_app.flows.ports import Ports, ThreadedRepository
 from serve_app.models.onnx_model import ModelFingerprint, fingerprint_of
 from serve_app.models.pack import locate_pack
 from serve_app.repository import FaceRepository, point_id
-from serve_app.store.base import Hit, Record
-from serve_app.store.edge import EdgeStore
-from serve_app.store.provenance import (
+from serve_app.vectordb.base import Hit, Record
+from serve_app.vectordb.edge import EdgeStore
+from serve_app.vectordb.provenance import (
     MODEL_KEY,
     ProfileRefusal,
     check_replicas,

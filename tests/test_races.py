@@ -42,9 +42,9 @@ from serve_app.flows import search as search_flow
 from serve_app.flows import verify as verify_flow
 from serve_app.flows.ports import Ports, ThreadedRepository
 from serve_app.repository import ErasedIdentity, FaceRepository
-from serve_app.store.base import CollectionInfo, CollectionSpec, Filter, Hit, Record, VectorStore
-from serve_app.store.edge import EdgeStore
-from serve_app.store.server import QdrantServerStore
+from serve_app.vectordb.base import CollectionInfo, CollectionSpec, Filter, Hit, Record, VectorStore
+from serve_app.vectordb.edge import EdgeStore
+from serve_app.vectordb.server import QdrantServerStore
 from tests.fakes import DIM, GOOD_QUALITY, FakeEmbedder, direction
 
 TENANT = "t1"

@@ -27,11 +27,11 @@ from serve_app.repository import (
     identity_point_id,
     point_id,
 )
-from serve_app.store.base import CollectionSpec, Record, VectorStore
-from serve_app.store.edge import EdgeStore
+from serve_app.vectordb.base import CollectionSpec, Record, VectorStore
+from serve_app.vectordb.edge import EdgeStore
 from tests.helpers import faces_of, identities_of
-from serve_app.store.server import QdrantServerStore
-from serve_app.store.timed import TimedStore
+from serve_app.vectordb.server import QdrantServerStore
+from serve_app.vectordb.timed import TimedStore
 
 DIM = 8
 COLLECTION = "points"

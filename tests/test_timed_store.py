@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve_app.store.base import CollectionSpec, Record
-from serve_app.store.edge import EdgeStore
-from serve_app.store.timed import TimedStore
+from serve_app.vectordb.base import CollectionSpec, Record
+from serve_app.vectordb.edge import EdgeStore
+from serve_app.vectordb.timed import TimedStore
 
 SPEC = CollectionSpec("faces_v1", 4, ("tenant_id",))
 

@@ -27,7 +27,7 @@ from serve_app.repository import (
     StoredImage,
 )
 from serve_app.stage_timing import record_batch, timed_stage
-from serve_app.store.base import Hit, Record
+from serve_app.vectordb.base import Hit, Record
 
 if TYPE_CHECKING:
     from serve_app.backup import Manifest

@@ -24,8 +24,8 @@ from serve_app.gauge_refresh import GaugeRefresher, report_interval_s
 from serve_app.flows.ports import ThreadedAdmin, ThreadedRepository
 from serve_app.model_identity import ModelIdentity
 from serve_app.repository import FaceRepository
-from serve_app.store.provenance import ProfileRefusal, RefusedStore, open_repository, recognizer_fingerprint
-from serve_app.store.timed import TimedStore
+from serve_app.vectordb.provenance import ProfileRefusal, RefusedStore, open_repository, recognizer_fingerprint
+from serve_app.vectordb.timed import TimedStore
 
 logger = logging.getLogger("ray.serve")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from serve_app.embedding import Face
 from serve_app.schemas import FaceHit, FaceInfo, QualityInfo
 from serve_app.similarity import similarity_from_cosine
-from serve_app.store.base import Hit
+from serve_app.vectordb.base import Hit
 
 _SHOWN_PAYLOAD = ("identity_id", "site", "url", "source", "box", "det_score", "p_hash", "image_id",
                   "ingested_at")

@@ -18,8 +18,8 @@ from serve_app.backup import RestoreRefused
 from serve_app.config import Settings
 from serve_app.errors import DomainError
 from serve_app.repository import FaceRepository
-from serve_app.store import open_store
-from serve_app.store.edge import StoreLocked
+from serve_app.vectordb import open_store
+from serve_app.vectordb.edge import StoreLocked
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 console = Console()

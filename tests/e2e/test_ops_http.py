@@ -21,7 +21,7 @@ from serve_app.model_identity import model_identity
 from serve_app.ops.cli import app
 from serve_app.repository import FaceRepository
 from serve_app.samples import data_uri, synthetic_gallery
-from serve_app.store.edge import EdgeStore
+from serve_app.vectordb.edge import EdgeStore
 
 runner = CliRunner()
 

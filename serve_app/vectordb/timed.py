@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from serve_app.store.base import CollectionInfo, CollectionSpec, Filter, Hit, Record, VectorStore
+from serve_app.vectordb.base import CollectionInfo, CollectionSpec, Filter, Hit, Record, VectorStore
 
 T = TypeVar("T")
 

@@ -53,7 +53,7 @@ class CollectionInfo:
     indexes: Mapping[str, str] = field(default_factory=dict)
 
 
-# The key of the model record in each collection's metadata (serve_app.store.provenance).
+# The key of the model record in each collection's metadata (serve_app.vectordb.provenance).
 MODEL_KEY = "face_pipeline_model"
 
 

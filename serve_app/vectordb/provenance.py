@@ -15,9 +15,9 @@ from serve_app.errors import Unavailable
 from serve_app.models.onnx_model import ModelFingerprint, fingerprint_of
 from serve_app.models.pack import locate_pack
 from serve_app.repository import FaceRepository
-from serve_app.store import open_store
+from serve_app.vectordb import open_store
 # MODEL_KEY: the key of the model record in each collection's metadata.
-from serve_app.store.base import MODEL_KEY, VectorStore
+from serve_app.vectordb.base import MODEL_KEY, VectorStore
 
 logger = logging.getLogger("ray.serve")
 

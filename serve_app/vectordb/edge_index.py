@@ -3,7 +3,7 @@
 
 Its own process because Edge holds the GIL while it optimizes.
 
-    python -m serve_app.store.edge_index SHARD_DIR DIM INDEX_SETTINGS_JSON
+    python -m serve_app.vectordb.edge_index SHARD_DIR DIM INDEX_SETTINGS_JSON
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 
 import qdrant_edge as qe
 
-from serve_app.store.base import IndexSettings
-from serve_app.store.edge import edge_config
+from serve_app.vectordb.base import IndexSettings
+from serve_app.vectordb.edge import edge_config
 
 
 def main(argv: list[str]) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from serve_app.store.base import (
+from serve_app.vectordb.base import (
     CollectionInfo,
     CollectionSpec,
     Filter,
@@ -408,7 +408,7 @@ class EdgeStore(VectorStore):
         settings = json.dumps(asdict(self.index)) if self.index else "null"
         try:
             child = subprocess.run(
-                [sys.executable, "-m", "serve_app.store.edge_index", str(building), str(dim), settings],
+                [sys.executable, "-m", "serve_app.vectordb.edge_index", str(building), str(dim), settings],
                 check=False, timeout=timeout_s, capture_output=True)
         except subprocess.TimeoutExpired:
             logger.error("building the index of %s took over %ss; kept the live shard", building, timeout_s)

@@ -1,6 +1,6 @@
 """Vector storage: one small interface (`VectorStore`), two Qdrant engines."""
 
-from serve_app.store.base import CollectionSpec, Filter, Hit, Record, VectorStore
+from serve_app.vectordb.base import CollectionSpec, Filter, Hit, Record, VectorStore
 
 __all__ = ["CollectionSpec", "Filter", "Hit", "Record", "VectorStore", "open_store"]
 
@@ -8,10 +8,10 @@ __all__ = ["CollectionSpec", "Filter", "Hit", "Record", "VectorStore", "open_sto
 def open_store(settings) -> VectorStore:  # type: ignore[no-untyped-def]
     """Qdrant server when QDRANT_URL is set, else the embedded Qdrant Edge engine."""
     if not settings.embedded_store:
-        from serve_app.store.server import QdrantServerStore
+        from serve_app.vectordb.server import QdrantServerStore
 
         return QdrantServerStore.connect(settings.qdrant_url, settings.qdrant_api_key,
                                          settings.qdrant_timeout_s)
-    from serve_app.store.edge import EdgeStore
+    from serve_app.vectordb.edge import EdgeStore
 
     return EdgeStore(settings.qdrant_path)

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from serve_app.store.base import (
+from serve_app.vectordb.base import (
     CollectionInfo,
     CollectionSpec,
     Filter,
