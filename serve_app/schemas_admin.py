@@ -79,16 +79,6 @@ class CleanupRequest(_Body):
     apply: bool = Field(False, description="Remove; otherwise count only (dry run)")
 
 
-class CleanupResponse(BaseModel):
-    tenant_id: str
-    prefix: str
-    applied: bool
-    identities: int
-    enrollment_faces: int
-    gallery_faces_tagged: int
-    identity_ids: list[str]
-
-
 class BackupRequest(_Body):
     name: BackupName | None = Field(None, description="Folder name under BACKUP_DIR (default backup-<UTC time>)")
     collections: list[CollectionName] | None = Field(None, description="Default: both")

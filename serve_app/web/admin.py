@@ -13,13 +13,12 @@ from serve_app.errors import NotFound, Unavailable
 from serve_app.flows.explain import explain_similarity
 from serve_app.flows.ports import AdminPort, Ports
 from serve_app.images import decode_base64
-from serve_app.repository import CollectionState
+from serve_app.repository import CleanupResult, CollectionState
 from serve_app.schemas import ID_PATTERN, ErrorBody
 from serve_app.schemas_admin import (
     BackupRequest,
     BackupResponse,
     CleanupRequest,
-    CleanupResponse,
     CollectionsResponse,
     CollectionView,
     IdentityDetail,
@@ -84,15 +83,16 @@ def admin_router(ports: Ports, admin: AdminPort | None) -> APIRouter:
         image = decode_base64(body.image_b64, settings.max_image_bytes)
         return await explain_similarity(ports, port, tenant_id, identity_id, image, body.hi_threshold)
 
-    @router.post("/tenants/{tenant_id}/cleanup", response_model=CleanupResponse)
-    async def admin_cleanup(tenant_id: TenantPath, body: CleanupRequest, caller: CallerDep) -> CleanupResponse:
+    # The repository's own result is the answer (FastAPI serves dataclasses as they are).
+    @router.post("/tenants/{tenant_id}/cleanup", response_model=CleanupResult)
+    async def admin_cleanup(tenant_id: TenantPath, body: CleanupRequest, caller: CallerDep) -> CleanupResult:
         """Remove (or, by default, count) a tenant's identities whose id starts with `prefix`:
         templates, enrollment photos and their gallery tags."""
         result = await operator(caller).cleanup_identities(tenant_id, body.prefix, body.apply)
         if result.applied:
             logger.warning("cleanup of tenant %s prefix %r: %d identities removed", tenant_id, body.prefix,
                            result.identities)
-        return CleanupResponse.model_validate(dataclasses.asdict(result))
+        return result
 
     @router.post("/backup", response_model=BackupResponse)
     async def admin_backup(body: BackupRequest, caller: CallerDep) -> BackupResponse:
