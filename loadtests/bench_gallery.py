@@ -10,11 +10,11 @@ has true neighbours and recall means something. Then it measures, in order:
   plain: legacy search (tenant filter, top 10) and verify (template + the identity's
       gallery faces, top VERIFY_TOP_K) p50/p95 and recall@10 against exact search,
       before any index exists (Edge searches brute force, helped by payload indexes);
-  during: the HNSW index built in the background (`EdgeStore.rebuild_index`: a child
-      process, while this one keeps searching and writing); search and write latency
-      meanwhile and the build time;
-  hnsw: the same figures once the index is in place;
-  int8: the index rebuilt with int8 scalar quantization (rescored), same figures.
+  during: the index built in the background as the service builds it (`EdgeStore.
+      rebuild_index`: a child process, while this one keeps searching and writing, with
+      the service's EDGE_* settings: HNSW, int8 vectors rescored); search and write
+      latency meanwhile and the build time;
+  indexed: the same figures once the index is in place.
 Recall@10: the share of the exact top 10 (numpy, over the tenant's vectors) that the
 store's top 10 holds. Prints a table; writes `results/bench/gallery.json`.
 
@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ import numpy as np
 import psutil
 
 from loadtests.launcher import REPO_ROOT
+from serve_app.config import Settings
 from serve_app.repository import FaceRepository
 from serve_app.similarity import cosine
 from serve_app.vectordb.base import IndexSettings, Record
@@ -206,12 +207,12 @@ def in_background(store: EdgeStore, repository: FaceRepository, collection: str,
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     root = Path(tempfile.mkdtemp(prefix="face-bench-gallery-", dir=args.dir))
-    index = IndexSettings(hnsw_m=args.hnsw_m, hnsw_ef_construct=args.ef_construct)
+    index = IndexSettings(hnsw_m=args.hnsw_m, hnsw_ef_construct=args.ef_construct, int8=args.int8)
     store = EdgeStore(root, index)
     repository = FaceRepository(store, "faces_v1", "identities_v1", DIM)
     figures: dict[str, Any] = {"faces": args.faces, "tenants": args.tenants,
                                "identities_per_tenant": args.identities, "queries": args.queries,
-                               "index": {"hnsw_m": args.hnsw_m, "ef_construct": args.ef_construct}}
+                               "index": asdict(index)}
     step: Callable[[str], None] = lambda text: print(text, flush=True)  # noqa: E731
     try:
         repository.ensure_all()
@@ -239,34 +240,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         step(f"  {figures['insert_per_s']:.0f} faces/s; disk {figures['disk_mb']['plain']:.0f} MB")
         figures["plain"] = measure(repository, gallery, queries)
         report_line("plain", figures["plain"])
-        step("building the HNSW index in the background ...")
+        step(f"building the index in the background ({describe_index(index)}) ...")
         figures["during_build"] = in_background(store, repository, "faces_v1", gallery, queries, rng)
         during = figures["during_build"]
         step(f"  built in {during['seconds']:.0f} s; meanwhile {during['search']['n']} searches "
              f"p50 {during['search']['p50_ms']:.1f} / p95 {during['search']['p95_ms']:.1f} ms, "
              f"{during['writes']} writes p95 {during['write']['p95_ms']:.1f} ms")
         figures["indexed_vectors"] = store.describe("faces_v1").indexed_vectors
-        figures["hnsw"] = measure(repository, gallery, queries)
-        figures["disk_mb"]["hnsw"] = disk_mb(root)
-        figures["memory_mb"]["rss_hnsw"] = rss_mb()
-        report_line("hnsw", figures["hnsw"])
-        if args.int8:
-            step("rebuilding with int8 scalar quantization ...")
-            store.index = replace(index, int8=True)
-            figures["int8_build"] = in_background(store, repository, "faces_v1", gallery, queries, rng)
-            figures["int8"] = measure(repository, gallery, queries)
-            figures["disk_mb"]["int8"] = disk_mb(root)
-            figures["memory_mb"]["rss_int8"] = rss_mb()
-            report_line("int8", figures["int8"])
+        figures["indexed"] = measure(repository, gallery, queries)
+        figures["disk_mb"]["indexed"] = disk_mb(root)
+        figures["memory_mb"]["rss_indexed"] = rss_mb()
+        report_line("indexed", figures["indexed"])
     finally:
         store.close()
         shutil.rmtree(root, ignore_errors=True)
     return figures
 
 
+def describe_index(index: IndexSettings) -> str:
+    return f"HNSW m={index.hnsw_m} ef_construct={index.hnsw_ef_construct}" + (", int8" if index.int8 else ", float32")
+
+
 def report_line(label: str, measured: dict[str, Any]) -> None:
     recall = measured["recall_at_10"]
-    print(f"  {label:<6} search p50 {measured['search']['p50_ms']:6.2f} / p95 {measured['search']['p95_ms']:6.2f} ms"
+    print(f"  {label:<8} search p50 {measured['search']['p50_ms']:6.2f} / p95 {measured['search']['p95_ms']:6.2f} ms"
           f"   verify p50 {measured['verify']['p50_ms']:6.2f} / p95 {measured['verify']['p95_ms']:6.2f} ms"
           f"   recall@10 {recall:.3f}", flush=True)
 
@@ -278,9 +275,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--identities", type=int, default=200, help="identities per tenant")
     parser.add_argument("--queries", type=int, default=200, help="probes per measurement")
     parser.add_argument("--batch", type=int, default=1000, help="faces per insert call")
-    parser.add_argument("--hnsw-m", type=int, default=16)
-    parser.add_argument("--ef-construct", type=int, default=100)
-    parser.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 rebuild")
+    service = Settings()
+    parser.add_argument("--hnsw-m", type=int, default=service.edge_hnsw_m)
+    parser.add_argument("--ef-construct", type=int, default=service.edge_hnsw_ef_construct)
+    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=service.edge_int8,
+                        help="int8 vectors in the index (default: EDGE_INT8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", type=Path, default=None, help="where the temporary store goes")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -36,6 +36,14 @@ class Settings(BaseSettings):
                                                                             "faces_collection"))
     identity_collection: str = "identities_v1"
     vector_dim: int = 512
+    # Embedded store only (a Qdrant server indexes itself): the HNSW index and int8
+    # vectors built in the background once this many points are unindexed and writes have
+    # paused for EDGE_INDEX_QUIET_S (serve_app.vectordb.index_upkeep; 0 = never).
+    edge_index_min_new_points: int = Field(20_000, ge=0)
+    edge_index_quiet_s: float = Field(60.0, ge=0.0)
+    edge_hnsw_m: int = Field(16, ge=4)
+    edge_hnsw_ef_construct: int = Field(100, ge=4)
+    edge_int8: bool = True
     # Where POST /api/v1/admin/backup writes (on the FaceStore's host); unset = a
     # `backups` folder beside QDRANT_PATH.
     backup_dir: Path | None = None
@@ -101,9 +109,9 @@ class Settings(BaseSettings):
     max_decode_seconds: float = Field(DEFAULT_MAX_DECODE_SECONDS, gt=0)
     # Gallery faces stored per image at most (the largest kept; the answer counts the rest).
     max_faces_per_image: int = Field(DEFAULT_MAX_FACES_PER_IMAGE, ge=1)
-    # Probes' largest face found on a half-side canvas first (serve_app.coarse_to_fine).
-    # Off until `make bench` shows its gain on an unloaded machine.
-    coarse_to_fine: bool = False
+    # Probes' largest face found on a half-side canvas first (serve_app.coarse_to_fine):
+    # a fifth less model time per small probe (figures: `make bench`, README).
+    coarse_to_fine: bool = True
     max_enroll_images: int = Field(10, ge=1)
     # Requests per second per API key (token bucket per Gateway replica; 0 = no limit) and
     # the burst a key may send at once. Applies when AUTH_ENABLED: keys name the callers.

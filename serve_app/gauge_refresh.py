@@ -23,14 +23,18 @@ def report_interval_s() -> float:
     return max(int(ray._config.metrics_report_interval_ms()), 1000) / 1000
 
 
-class GaugeRefresher:
-    def __init__(self, refresh: Callable[[], object], period_s: float) -> None:
-        self._refresh = refresh
-        self._period_s = period_s
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gauge-refresher", daemon=True)
+class Periodic:
+    """Calls `work()` every `period_s` in a daemon thread until stopped; a call that raises
+    is logged and the next one still runs (a store briefly down must not end the loop)."""
 
-    def start(self) -> GaugeRefresher:
+    def __init__(self, work: Callable[[], object], period_s: float, name: str) -> None:
+        self._work = work
+        self._period_s = period_s
+        self._name = name
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> Periodic:
         self._thread.start()
         return self
 
@@ -41,6 +45,11 @@ class GaugeRefresher:
     def _run(self) -> None:
         while not self._stopped.wait(self._period_s):
             try:
-                self._refresh()
-            except Exception:  # a failed refresh must not end the loop (a store briefly down)
-                logger.warning("gauge refresh failed", exc_info=True)
+                self._work()
+            except Exception:
+                logger.warning("%s failed", self._name, exc_info=True)
+
+
+class GaugeRefresher(Periodic):
+    def __init__(self, refresh: Callable[[], object], period_s: float) -> None:
+        super().__init__(refresh, period_s, "gauge-refresh")

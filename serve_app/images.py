@@ -56,7 +56,7 @@ _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+
 _WHITESPACE = re.compile(r"\s+")
 # A marker as libjpeg's next_marker finds it: fill bytes (0xFF), then a code that is
 # neither a stuffed zero nor a restart marker (RST0-7 sit inside entropy-coded data).
-_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff\xd0-\xd7])")
+_JPEG_MARKER = re.compile(rb"\xff\xff*([^\x00\xff\xd0-\xd7])")
 _JPEG_STANDALONE = frozenset({0x01, 0xD8})  # TEM, SOI: no length field
 _JPEG_EOI, _JPEG_SOS = 0xD9, 0xDA
 # The ASCII characters `\s` matches: if an ASCII payload has none of them (the usual

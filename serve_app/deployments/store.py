@@ -24,6 +24,7 @@ from serve_app.gauge_refresh import GaugeRefresher, report_interval_s
 from serve_app.flows.ports import ThreadedAdmin, ThreadedRepository
 from serve_app.model_identity import ModelIdentity
 from serve_app.repository import FaceRepository
+from serve_app.vectordb.index_upkeep import start_upkeep
 from serve_app.vectordb.provenance import ProfileRefusal, RefusedStore, open_repository, recognizer_fingerprint
 from serve_app.vectordb.timed import TimedStore
 
@@ -63,6 +64,8 @@ class FaceStore(ThreadedRepository, ThreadedAdmin):
             # gauge): they stay exported, and follow writes made elsewhere (another
             # replica on a Qdrant server, bulk ingestion).
             self.sizes = GaugeRefresher(repository.stats, report_interval_s() / 2).start()
+            # The embedded store's HNSW index, rebuilt in the background after bulk loads.
+            self.upkeep = start_upkeep(repository.store, [repository.faces, repository.identities], settings)
             stats = repository.stats()
             logger.info("ensure_all() done on %s: %s", stats.engine, dataclasses.asdict(stats)["collections"])
 
@@ -73,9 +76,9 @@ class FaceStore(ThreadedRepository, ThreadedAdmin):
 
     def __del__(self) -> None:
         # Serve calls __del__ on graceful shutdown: flush and release the shard locks.
-        sizes = getattr(self, "sizes", None)
-        if sizes is not None:
-            sizes.stop()
+        for worker in (getattr(self, "sizes", None), getattr(self, "upkeep", None)):
+            if worker is not None:
+                worker.stop()
         repository = getattr(self, "repository", None)
         if repository is not None:
             repository.store.close()

@@ -12,6 +12,11 @@ def open_store(settings) -> VectorStore:  # type: ignore[no-untyped-def]
 
         return QdrantServerStore.connect(settings.qdrant_url, settings.qdrant_api_key,
                                          settings.qdrant_timeout_s)
+    from serve_app.vectordb.base import IndexSettings
     from serve_app.vectordb.edge import EdgeStore
 
-    return EdgeStore(settings.qdrant_path)
+    # Every opener (service, bulk ingestion, face-ops) loads the shards with the settings
+    # their index is (re)built with.
+    index = IndexSettings(hnsw_m=settings.edge_hnsw_m, hnsw_ef_construct=settings.edge_hnsw_ef_construct,
+                          int8=settings.edge_int8)
+    return EdgeStore(settings.qdrant_path, index)

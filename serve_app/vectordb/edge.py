@@ -300,11 +300,19 @@ class EdgeStore(VectorStore):
             with_payload=True,
             with_vector=False,
             score_threshold=score_threshold,
-            params=qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None,
+            params=self._search_params(hnsw_ef),
         )
         with self._gate.read():
             found = self._shard(collection).query(request)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
+
+    def _search_params(self, hnsw_ef: int | None) -> qe.SearchParams:
+        # Rescoring asked for whatever this store's settings say: segments quantized by an
+        # earlier build keep their int8 vectors until rebuilt, and searched without it
+        # they lost 3% of recall@10 (100k faces).
+        oversampling = (self.index or IndexSettings()).int8_oversampling
+        return qe.SearchParams(hnsw_ef=hnsw_ef or None,
+                               quantization=qe.QuantizationSearchParams(rescore=True, oversampling=oversampling))
 
     def scroll(self, collection: str, where: Filter, with_vectors: bool = False,
                page_size: int = 256) -> list[Record]:

@@ -9,6 +9,7 @@ Its own process because Edge holds the GIL while it optimizes.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import qdrant_edge as qe
@@ -19,6 +20,8 @@ from serve_app.vectordb.edge import edge_config
 
 def main(argv: list[str]) -> None:
     path, dim, settings = argv
+    # Background work: the service's answers come first on a busy machine.
+    os.nice(10)
     loaded = json.loads(settings)
     index = IndexSettings(**loaded) if loaded else None
     shard = qe.EdgeShard.load(path, edge_config(int(dim), index))
