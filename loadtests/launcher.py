@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -33,10 +34,22 @@ DEFAULT_CONFIG = REPO_ROOT / "serve_config.yaml"
 RAY_ENV_FILE = REPO_ROOT / "configs" / "ray.env"
 
 
+# Ports for the servers this starts: below the kernel's ephemeral range (32768+), where
+# the many connections Ray opens while it starts could take a port between the moment it
+# is chosen here and the moment a server binds it, and above Ray's worker ports (10002-19999).
+_PORTS = range(20000, 30000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, drawn at random from `_PORTS`."""
+    for port in random.sample(_PORTS, 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {_PORTS}")
 
 
 def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
