@@ -188,6 +188,9 @@ class CollectionState:
     distance: str | None = None
     indexes: dict[str, str] = field(default_factory=dict)
     model: dict[str, Any] | None = None
+    # Points under the vector index; the rest are searched by brute force (an embedded
+    # store rebuilds its index after bulk loads: serve_app.vectordb.index_upkeep).
+    indexed_vectors: int | None = None
 
 
 @dataclass(frozen=True)
@@ -308,7 +311,7 @@ class FaceRepository:
                 spec.name, True, spec.dim,
                 [name for name in spec.keyword_indexes if name not in info.keyword_indexes],
                 info.points, info.dim, info.distance, dict(info.indexes),
-                dict(model) if isinstance(model, dict) else None,
+                dict(model) if isinstance(model, dict) else None, info.indexed_vectors,
             ))
         return described
 

@@ -87,7 +87,7 @@ def test_show_creates_nothing_and_ensure_creates_collections_indexes_and_model(t
     assert by_name["identities_v1"]["indexes"] == {name: "keyword" for name in sorted(IDENTITY_INDEXES)}
     for entry in by_name.values():
         assert (entry["dim"], entry["distance"], entry["points"], entry["missing_indexes"]) == (DIM, "Cosine", 0, [])
-        assert entry["model"] == model
+        assert entry["indexed_vectors"] == 0 and entry["model"] == model
     # Idempotent, and what `show` then reads from disk is the same.
     assert ops_json(data_dir, "collections", "ensure")["collections"] == ensured["collections"]
     assert ops_json(data_dir, "collections", "show")["collections"] == ensured["collections"]

@@ -16,7 +16,7 @@ app = typer.Typer(help="The two collections: their vector size, points, payload 
 
 def render(data: dict[str, Any]) -> None:
     table = Table(title=f"collections ({data['engine']})")
-    for column in ("collection", "vectors", "points", "payload indexes", "missing", "written by"):
+    for column in ("collection", "vectors", "points (indexed)", "payload indexes", "missing", "written by"):
         table.add_column(column)
     for entry in data["collections"]:
         if not entry["exists"]:
@@ -30,7 +30,8 @@ def render(data: dict[str, Any]) -> None:
             kinds.setdefault(kind, []).append(field_name)
         indexes = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds.items()) or "none"
         missing = ", ".join(entry["missing_indexes"])
-        table.add_row(entry["name"], f"{entry['dim']}-d {entry['distance']}", str(entry["points"]), indexes,
+        points = f"{entry['points']} ({entry.get('indexed_vectors') or 0})"
+        table.add_row(entry["name"], f"{entry['dim']}-d {entry['distance']}", points, indexes,
                       f"[red]{missing}[/red]" if missing else "[green]none[/green]", written_by)
     console.print(table)
     if data.get("model"):
