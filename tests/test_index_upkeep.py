@@ -65,10 +65,12 @@ def test_tick_rebuilds_once_the_size_stands_still_and_never_twice_for_one_size()
 
 def test_start_upkeep_only_for_the_embedded_engine_and_when_on(tmp_path: Path) -> None:
     store = EdgeStore(tmp_path)
+    # Defaults only: a developer's .env must not decide the outcome.
+    defaults = Settings(_env_file=None)
     try:
-        assert start_upkeep(store, ["faces"], Settings(edge_index_min_new_points=0)) is None
-        assert start_upkeep(object(), ["faces"], Settings()) is None  # type: ignore[arg-type]
-        upkeep = start_upkeep(store, ["faces"], Settings())
+        assert start_upkeep(store, ["faces"], defaults.model_copy(update={"edge_index_min_new_points": 0})) is None
+        assert start_upkeep(object(), ["faces"], defaults) is None  # type: ignore[arg-type]
+        upkeep = start_upkeep(store, ["faces"], defaults)
         assert upkeep is not None
         upkeep.stop()
     finally:
